@@ -1,0 +1,40 @@
+# make run [ARGS="model=ann optimizer=adam"]   train, evaluate and record one job (or a sweep: ARGS="-m ...")
+# make test                                   lint, format check and the fast tests
+# make ui                                     MLflow's UI on http://127.0.0.1:5000
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+UI_PORT ?= 5000
+PYTEST_ARGS ?=
+
+# The shared datasets beside the checkout, when present; otherwise the loader's own
+# search (PIPELINE_DATA_DIR, the cache, then the public mirrors).
+ifneq ($(wildcard ../shared/datasets/mnist),)
+export PIPELINE_DATA_DIR ?= $(abspath ../shared/datasets)
+endif
+
+.PHONY: run test lint ui bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m pipeline $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

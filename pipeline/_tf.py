@@ -1,0 +1,34 @@
+"""TensorFlow and Keras, imported without the C++ start-up chatter on stderr.
+
+TensorFlow prints CUDA probing and oneDNN notes to file descriptor 2 while it loads, and
+TF_CPP_MIN_LOG_LEVEL set from inside a running process does not reach that code; the notes
+say nothing a user can act on. Modules take `keras` and `tf` from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration (C++ logging bypasses Python)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with stderr_silenced():
+    import keras
+    import tensorflow as tf
+
+__all__ = ["keras", "tf"]

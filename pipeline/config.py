@@ -1,0 +1,185 @@
+"""Typed schemas for every config key, registered in Hydra's ConfigStore.
+
+Hydra checks types and unknown keys while composing; the ranges are checked in
+``__post_init__``, which runs when :func:`to_config` turns the composed config into
+these dataclasses, so a bad value fails before any data is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.errors import ConfigError
+
+MODELS = ("linear", "ann")
+OPTIMIZERS = ("sgd", "adam")
+FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+@dataclass
+class DataFile:
+    """One IDX .gz file: its name in the dataset folder and the SHA-256 of its decompressed
+    content (the .gz bytes may differ between mirrors; the content may not)."""
+
+    name: str = MISSING
+    sha256: str = MISSING
+
+
+@dataclass
+class DataFiles:
+    train_images: DataFile = field(default_factory=lambda: DataFile("train-images-idx3-ubyte.gz"))
+    train_labels: DataFile = field(default_factory=lambda: DataFile("train-labels-idx1-ubyte.gz"))
+    test_images: DataFile = field(default_factory=lambda: DataFile("t10k-images-idx3-ubyte.gz"))
+    test_labels: DataFile = field(default_factory=lambda: DataFile("t10k-labels-idx1-ubyte.gz"))
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # Sub-folder of `path` and of `cache_dir` holding the files (e.g. "mnist").
+    dirname: str = MISSING
+    path: str | None = "${oc.env:PIPELINE_DATA_DIR,null}"
+    cache_dir: str = "${oc.env:PIPELINE_CACHE_DIR,'~/.cache/pipeline/datasets'}"
+    mirrors: list[str] = field(default_factory=list)
+    files: DataFiles = field(default_factory=DataFiles)
+    class_names: list[str] = field(default_factory=list)
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.limit is None or self.limit >= 1,
+            "dataset.limit",
+            self.limit,
+            "a positive number of images, or null for all",
+        )
+        _require(
+            len(self.class_names) >= 2,
+            "dataset.class_names",
+            self.class_names,
+            "at least two class names",
+        )
+        for role in FILE_ROLES:
+            digest = getattr(self.files, role).sha256
+            _require(
+                len(digest) == 64,
+                f"dataset.files.{role}.sha256",
+                digest,
+                "the 64 hex digits of the decompressed file's SHA-256",
+            )
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # Width of the hidden Dense layer (ann only).
+    hidden_units: int = 128
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        _require(self.name in MODELS, "model.name", self.name, f"one of {', '.join(MODELS)}")
+        _require(self.hidden_units >= 1, "model.hidden_units", self.hidden_units, "an integer >= 1")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    learning_rate: float = MISSING
+
+    def __post_init__(self) -> None:
+        _require(
+            self.name in OPTIMIZERS, "optimizer.name", self.name, f"one of {', '.join(OPTIMIZERS)}"
+        )
+        _require(
+            self.learning_rate > 0, "optimizer.learning_rate", self.learning_rate, "a number > 0"
+        )
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    # Fraction of the training set, taken from its end as Keras does, held out for validation.
+    validation_split: float = 0.2
+    shuffle: bool = True
+    # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
+    verbose: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
+        _require(self.batch_size >= 1, "trainer.batch_size", self.batch_size, "an integer >= 1")
+        _require(
+            0 <= self.validation_split < 1,
+            "trainer.validation_split",
+            self.validation_split,
+            "a fraction in [0, 1); 0 means no validation",
+        )
+        _require(self.verbose in (0, 1, 2), "trainer.verbose", self.verbose, "0, 1 or 2")
+
+
+@dataclass
+class TrackingConfig:
+    # MLflow tracking URI; null means $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db.
+    uri: str | None = None
+    # Experiment name; null means the dataset name.
+    experiment: str | None = None
+    run_name: str = "${model.name}-${optimizer.name}"
+    # Artifact root for experiments this pipeline creates; null: <project>/mlruns for the
+    # default store, the server's choice otherwise.
+    artifact_location: str | None = None
+    log_model: bool = True
+
+
+@dataclass
+class ReportConfig:
+    learning_curves: bool = True
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    seed: int = 42
+
+
+def register() -> None:
+    """Register the schemas; config.yaml and the group files are checked against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Resolve a composed config into typed dataclasses, checking every range.
+
+    Raises:
+        ConfigError: a value is missing, of the wrong type or out of range; names the key.
+    """
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+    if not isinstance(obj, Config):
+        raise ConfigError("the composed config does not follow the Config schema")
+    return obj

@@ -1,0 +1,1 @@
+"""The pipeline's stages: plain functions from a config slice and the previous result."""

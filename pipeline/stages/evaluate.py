@@ -1,0 +1,58 @@
+"""Stage `evaluate`: test-set loss and accuracy, per-class report and confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss
+
+from pipeline._tf import keras
+from pipeline.stages.preprocess import Split
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Test-set results.
+
+    Attributes:
+        loss: mean cross-entropy.  accuracy: fraction right.
+        probabilities: (n, classes) softmax outputs.  predictions: (n,) argmax.
+        labels: (n,) true labels.
+        confusion: (classes, classes) counts, rows true, columns predicted.
+        report: scikit-learn's classification_report as a dict, keyed by class name.
+    """
+
+    loss: float
+    accuracy: float
+    probabilities: np.ndarray
+    predictions: np.ndarray
+    labels: np.ndarray
+    confusion: np.ndarray
+    report: dict[str, Any]
+
+
+def evaluate(
+    model: keras.Model, test: Split, class_names: tuple[str, ...], batch_size: int = 1024
+) -> Metrics:
+    """Predict the test set once and derive every metric from those probabilities."""
+    probs = model.predict(test.x, batch_size=batch_size, verbose=0)
+    preds = probs.argmax(axis=1)
+    labels = np.arange(len(class_names))
+    return Metrics(
+        loss=float(log_loss(test.y, probs, labels=labels)),
+        accuracy=float(accuracy_score(test.y, preds)),
+        probabilities=probs,
+        predictions=preds,
+        labels=test.y,
+        confusion=confusion_matrix(test.y, preds, labels=labels),
+        report=classification_report(
+            test.y,
+            preds,
+            labels=labels,
+            target_names=list(class_names),
+            output_dict=True,
+            zero_division=0,
+        ),
+    )

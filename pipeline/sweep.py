@@ -1,0 +1,61 @@
+"""Hydra callback: one MLflow parent run per multirun, its children created under it."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class MlflowSweepCallback(Callback):
+    """Creates the parent run when a multirun starts and closes it when the multirun ends.
+
+    The parent's id is written to `<sweep dir>/mlflow_parent_run_id`, where each job (in this
+    process or, with a parallel launcher, in another) finds it; run ids never travel through
+    MLFLOW_RUN_ID.
+    """
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.uri: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from pipeline import tracking
+        from pipeline.run import PARENT_RUN_FILE
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        self.uri = OmegaConf.select(config, "tracking.uri")
+        experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(
+            config, "dataset.name"
+        )
+        overrides = list(config.hydra.overrides.task)
+        tags = {"sweep": "true", "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)}
+        commit = tracking.git_commit()
+        if commit:
+            tags["git_commit"] = commit
+        self.run_id = tracking.create_parent_run(
+            experiment, self.uri, run_name=f"sweep {' '.join(overrides)}".strip(), tags=tags
+        )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_RUN_FILE).write_text(self.run_id)
+        log.info("MLflow parent run %s for the sweep in %s", self.run_id, sweep_dir)
+        # A sweep that stops on an exception never reaches on_multirun_end; do not leave the
+        # parent RUNNING.
+        atexit.register(self._close, "FAILED")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._close("FINISHED")
+
+    def _close(self, status: str) -> None:
+        if self.run_id is None:
+            return
+        from pipeline import tracking
+
+        tracking.end_parent_run(self.uri, self.run_id, status)
+        self.run_id = None

@@ -1,0 +1,256 @@
+"""Everything the pipeline says to MLflow; the only module that imports mlflow."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.entities import RunStatus
+from mlflow.models import Model, infer_signature
+from mlflow.tracking import MlflowClient
+
+from pipeline._tf import keras, tf
+from pipeline.config import TrackingConfig
+from pipeline.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAX_TAG_CHARS = 5000
+
+
+def default_uri() -> str:
+    """`sqlite:///<project root>/mlflow.db`, absolute so every working directory shares it."""
+    return f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def resolve_uri(uri: str | None) -> str:
+    """`tracking.uri` if set, else $MLFLOW_TRACKING_URI, else the project's SQLite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def _artifact_location(cfg: TrackingConfig, uri: str, experiment: str) -> str | None:
+    if cfg.artifact_location:
+        return cfg.artifact_location
+    if uri.startswith("sqlite:///"):
+        # MLflow would put artifacts under ./mlruns of whatever directory the first run
+        # started in; keep them beside the database instead.
+        db = Path(uri.removeprefix("sqlite:///"))
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
+        return (db.parent / "mlruns" / safe).as_uri()
+    return None
+
+
+def setup(cfg: TrackingConfig, default_experiment: str) -> str:
+    """Point MLflow at the configured store and return the experiment's id, creating it if new."""
+    uri = resolve_uri(cfg.uri)
+    mlflow.set_tracking_uri(uri)
+    name = cfg.experiment or default_experiment
+    client = MlflowClient()
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=_artifact_location(cfg, uri, name))
+    except mlflow.exceptions.MlflowException as exc:
+        if client.get_experiment_by_name(name) is not None:  # created meanwhile by a parallel job
+            return client.get_experiment_by_name(name).experiment_id
+        raise TrackingError(f"tracking store {uri} (tracking.uri): {exc.message}") from exc
+
+
+def git_commit() -> str | None:
+    """The project's current commit, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@contextmanager
+def start_run(
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+) -> Iterator[str]:
+    """Open a run and always close it: FINISHED, FAILED (error tagged) or KILLED on Ctrl-C.
+
+    Yields:
+        The run id.
+    """
+    run = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=dict(tags),
+        parent_run_id=parent_run_id,
+    )
+    try:
+        yield run.info.run_id
+    except KeyboardInterrupt:
+        _close(RunStatus.KILLED, "interrupted")
+        raise
+    except BaseException as exc:
+        _close(RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        _close(RunStatus.FINISHED)
+
+
+def _close(status: int, error: str | None = None) -> None:
+    try:
+        mlflow.flush_async_logging()
+        if error:
+            mlflow.set_tag("error", error[:MAX_TAG_CHARS])
+    finally:
+        mlflow.end_run(RunStatus.to_string(status))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as one value."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    mlflow.log_params(dict(params))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_text(text: str, path: str) -> None:
+    mlflow.log_text(text, path)
+
+
+def log_dir(local_dir: Path, artifact_path: str) -> None:
+    if local_dir.is_dir():
+        mlflow.log_artifacts(str(local_dir), artifact_path)
+
+
+def log_figures(figures: Mapping[str, Any], folder: str) -> None:
+    """Log matplotlib Figures as `<folder>/<name>` (the names carry their extension)."""
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"{folder}/{name}")
+
+
+def log_arrays(arrays: Mapping[str, np.ndarray], path: str) -> None:
+    """Log named arrays as one .npz file, e.g. {"dense/kernel": (784, 10), ...}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path).name
+        np.savez(local, **arrays)
+        folder = str(Path(path).parent)
+        mlflow.log_artifact(str(local), artifact_path=None if folder == "." else folder)
+
+
+class _KerasFlavor:
+    """`mlflow.keras` with its `save_model` given the model folder it expects to exist.
+
+    MLflow's Keras flavour writes the input example before it creates the folder when called
+    from `log_model` (mlflow/mlflow#16183), so `mlflow.keras.log_model(..., input_example=...)`
+    fails; this is the same `Model.log` path with that one folder made first.
+    """
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        os.makedirs(path, exist_ok=True)
+        mlflow.keras.save_model(model=kwargs.pop("model"), path=path, **kwargs)
+
+
+def log_keras_model(model: keras.Model, input_example: np.ndarray) -> str:
+    """Log the model with MLflow's Keras flavour (`.keras` format), signature and input example.
+
+    Returns:
+        The model's URI, loadable with `mlflow.keras.load_model`.
+    """
+    signature = infer_signature(input_example, model.predict(input_example, verbose=0))
+    # Naming the requirements skips MLflow's inference of them, which loads the model again in
+    # a subprocess (about 5 s); the keras flavour's own list plus the backend is what it needs.
+    requirements = [*mlflow.keras.get_default_pip_requirements(), f"tensorflow=={tf.__version__}"]
+    # MLflow checks the input example by predicting it with Keras' progress bar on stdout.
+    with contextlib.redirect_stdout(io.StringIO()):
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=_KerasFlavor,
+            flavor_name="mlflow.keras",
+            model=model,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=requirements,
+        )
+    return info.model_uri
+
+
+class EpochMetricsLogger(keras.callbacks.Callback):
+    """Logs Keras' epoch logs (loss, accuracy, val_loss, val_accuracy) with step = epoch number.
+
+    One batched, asynchronous MLflow call per epoch, so logging does not stall training.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.logged_epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        mlflow.log_metrics(
+            {k: float(v) for k, v in logs.items()}, step=epoch + 1, synchronous=False
+        )
+        self.logged_epochs = epoch + 1
+
+    def on_train_end(self, logs=None):
+        mlflow.flush_async_logging()
+
+
+def create_parent_run(
+    experiment_name: str, tracking_uri: str | None, run_name: str, tags: Mapping[str, str]
+) -> str:
+    """Create a sweep's parent run (left RUNNING until :func:`end_parent_run`); return its id."""
+    cfg = TrackingConfig(uri=tracking_uri, experiment=experiment_name)
+    experiment_id = setup(cfg, experiment_name)
+    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    return run.info.run_id
+
+
+def end_parent_run(tracking_uri: str | None, run_id: str, status: str) -> None:
+    mlflow.set_tracking_uri(resolve_uri(tracking_uri))
+    client = MlflowClient()
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status)
+
+
+def parent_experiment_after_setup(cfg: TrackingConfig, parent_run_id: str) -> str:
+    """Point MLflow at the configured store; return the experiment of the sweep's parent run.
+
+    A sweep's children share their parent's experiment, so the sweep reads as one in the UI.
+    """
+    mlflow.set_tracking_uri(resolve_uri(cfg.uri))
+    try:
+        return MlflowClient().get_run(parent_run_id).info.experiment_id
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(f"sweep parent run {parent_run_id}: {exc.message}") from exc
