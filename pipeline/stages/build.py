@@ -47,4 +47,4 @@ def build(
 
 def named_weights(model: keras.Model) -> dict[str, np.ndarray]:
     """The model's weights by path, e.g. {"dense/kernel": (784, 10), "dense/bias": (10,)}."""
-    return {w.path: w.numpy() for w in model.weights}
+    return {f"{layer.name}/{w.name}": w.numpy() for layer in model.layers for w in layer.weights}

@@ -161,10 +161,8 @@ def load(cfg: DatasetConfig) -> Dataset:
     num_classes = len(cfg.class_names)
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        img_file, lbl_file = (
-            getattr(cfg.files, f"{split}_images"),
-            getattr(cfg.files, f"{split}_labels"),
-        )
+        img_file = getattr(cfg.files, f"{split}_images").name
+        lbl_file = getattr(cfg.files, f"{split}_labels").name
         if images.ndim != 3:
             raise DataError(
                 f"{img_file}: expected images of 3 dimensions, got shape {images.shape}"

@@ -1,0 +1,164 @@
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from pipeline.config import Config, to_config
+from pipeline.errors import ConfigError
+from tests.conftest import PROJECT_ROOT, make_config
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "optimizer"),
+    list(itertools.product(["mnist", "fashion_mnist"], ["linear", "ann"], ["sgd", "adam"])),
+)
+def test_every_group_combination_composes(dataset, model, optimizer):
+    conf = to_config(
+        make_config([f"dataset={dataset}", f"model={model}", f"optimizer={optimizer}"])
+    )
+    assert isinstance(conf, Config)
+    assert (conf.dataset.name, conf.model.name, conf.optimizer.name) == (dataset, model, optimizer)
+    assert conf.optimizer.learning_rate == {"sgd": 0.01, "adam": 0.001}[optimizer]
+    assert len(conf.dataset.class_names) == 10
+    assert all(len(getattr(conf.dataset.files, r).sha256) == 64 for r in ("train_images",))
+
+
+def test_defaults_are_the_first_seed_experiment():
+    conf = to_config(make_config())
+    assert (conf.dataset.name, conf.model.name, conf.optimizer.name) == ("mnist", "linear", "sgd")
+    assert conf.optimizer.learning_rate == 0.01
+    assert (conf.trainer.epochs, conf.trainer.batch_size) == (30, 64)
+    assert conf.trainer.validation_split == 0.2
+    assert conf.seed == 42
+    assert conf.tracking.run_name == "linear-sgd"
+
+
+def test_preset_seed_linear_mnist_equals_defaults():
+    assert make_config(["experiment=seed_linear_mnist"]) == make_config()
+
+
+def test_preset_seed_ann_fashion():
+    conf = to_config(make_config(["experiment=seed_ann_fashion"]))
+    assert (conf.dataset.name, conf.model.name, conf.optimizer.name) == (
+        "fashion_mnist",
+        "ann",
+        "adam",
+    )
+    assert conf.model.hidden_units == 128
+    assert conf.optimizer.learning_rate == 0.001
+    assert (conf.trainer.epochs, conf.trainer.batch_size) == (20, 32)
+    assert conf.trainer.validation_split == 0.0
+    assert conf.dataset.class_names[0] == "T-shirt/top"
+    assert conf.dataset.class_names[-1] == "Ankle boot"
+
+
+def test_preset_then_override():
+    conf = to_config(make_config(["experiment=seed_ann_fashion", "trainer.epochs=3"]))
+    assert conf.trainer.epochs == 3
+    assert conf.model.name == "ann"
+
+
+def test_ordinary_overrides():
+    conf = to_config(
+        make_config(
+            [
+                "optimizer.learning_rate=0.05",
+                "trainer.epochs=2",
+                "trainer.batch_size=16",
+                "trainer.validation_split=0",
+                "model.hidden_units=32",
+                "seed=7",
+                "dataset.limit=100",
+            ]
+        )
+    )
+    assert conf.optimizer.learning_rate == 0.05
+    assert (conf.trainer.epochs, conf.trainer.batch_size) == (2, 16)
+    assert conf.trainer.validation_split == 0
+    assert conf.model.hidden_units == 32
+    assert (conf.seed, conf.dataset.limit) == (7, 100)
+
+
+def test_data_dir_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PIPELINE_DATA_DIR", "/some/where")
+    assert to_config(make_config()).dataset.path == "/some/where"
+    monkeypatch.delenv("PIPELINE_DATA_DIR")
+    assert to_config(make_config()).dataset.path is None
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "names"),
+    [
+        ("model=cnn", ConfigCompositionException, "model"),
+        ("optimizer=adagrad", ConfigCompositionException, "optimizer"),
+        ("trainer.epoch=3", ConfigCompositionException, "trainer.epoch"),
+        ("trainer.epochs=abc", ConfigCompositionException, "trainer.epochs=abc"),
+    ],
+)
+def test_bad_override_fails_while_composing(override, error, names):
+    with pytest.raises(error, match=names):
+        make_config([override])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("trainer.epochs=0", "trainer.epochs"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("optimizer.learning_rate=-1", "optimizer.learning_rate"),
+        ("optimizer.learning_rate=0", "optimizer.learning_rate"),
+        ("trainer.validation_split=1.5", "trainer.validation_split"),
+        ("trainer.validation_split=1", "trainer.validation_split"),
+        ("trainer.validation_split=-0.1", "trainer.validation_split"),
+        ("model.hidden_units=0", "model.hidden_units"),
+        ("dataset.limit=0", "dataset.limit"),
+    ],
+)
+def test_out_of_range_value_names_the_key(override, key):
+    cfg = make_config([override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        to_config(cfg)
+
+
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_cli_bad_value_fails_before_reading_data(tmp_path):
+    # A data directory that does not exist: reading data would fail with a different message.
+    out = _cli(
+        "trainer.epochs=0",
+        f"hydra.run.dir={tmp_path}",
+        env={"PIPELINE_DATA_DIR": str(tmp_path / "nowhere")},
+    )
+    said = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "trainer.epochs=0 is invalid" in said
+    assert "nowhere" not in said
+    assert "Traceback" not in said
+
+
+def test_cfg_job_does_not_import_tensorflow_or_mlflow():
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline", "--cfg", "job"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "epochs: 30" in out.stdout
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "tensorflow" not in imported
+    assert "mlflow" not in imported
+    assert "keras" not in imported

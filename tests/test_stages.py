@@ -1,0 +1,168 @@
+"""One unit test (or a few) per stage, on tiny data."""
+
+import numpy as np
+import pytest
+
+from pipeline.config import ModelConfig, OptimizerConfig, ReportConfig, TrainerConfig
+from pipeline.errors import ConfigError
+from pipeline.stages.build import build, named_weights
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.fit import History, fit
+from pipeline.stages.load import Dataset
+from pipeline.stages.preprocess import Split, preprocess
+from pipeline.stages.report import report
+from tests.conftest import tiny_arrays
+
+
+def tiny_dataset(n_train=100, n_test=30) -> Dataset:
+    a = tiny_arrays(n_train=n_train, n_test=n_test)
+    return Dataset(
+        name="tiny",
+        train_x=a["train_images"],
+        train_y=a["train_labels"],
+        test_x=a["test_images"],
+        test_y=a["test_labels"],
+        class_names=tuple("abcdefghij"),
+    )
+
+
+# --- preprocess ---------------------------------------------------------------------------
+
+
+def test_preprocess_scales_and_holds_out_the_last_fraction():
+    ds = tiny_dataset(n_train=100)
+    s = preprocess(ds, 0.2)
+    assert (len(s.train), len(s.val), len(s.test)) == (80, 20, 30)
+    assert s.train.x.dtype == np.float32 and s.train.x.shape == (80, 28, 28)
+    assert s.train.x.max() <= 1.0 and s.train.x.min() >= 0.0
+    np.testing.assert_allclose(s.val.x, ds.train_x[80:] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(s.val.y, ds.train_y[80:])
+    np.testing.assert_array_equal(s.train.y, ds.train_y[:80])
+
+
+def test_preprocess_matches_keras_validation_split_arithmetic():
+    # Keras: split_at = int(n * (1 - validation_split)); 60000 at 0.2 -> 48000 (750 batches of 64).
+    ds = tiny_dataset(n_train=101)
+    assert len(preprocess(ds, 0.2).train) == int(101 * 0.8)
+
+
+def test_preprocess_without_validation():
+    s = preprocess(tiny_dataset(), 0.0)
+    assert s.val is None and len(s.train) == 100
+
+
+def test_preprocess_refuses_a_split_that_leaves_no_training_data():
+    ds = tiny_dataset(n_train=1)
+    with pytest.raises(ConfigError, match=r"validation_split=0\.5 leaves no training"):
+        preprocess(ds, 0.5)
+
+
+# --- build --------------------------------------------------------------------------------
+
+
+def test_build_linear_is_score_w_x_plus_b():
+    model = build(ModelConfig(name="linear"), OptimizerConfig("sgd", 0.01), (28, 28), 10)
+    assert model.count_params() == 7850
+    weights = named_weights(model)
+    assert {k: v.shape for k, v in weights.items()} == {
+        "dense/kernel": (784, 10),
+        "dense/bias": (10,),
+    }
+    x = np.random.default_rng(0).random((3, 28, 28)).astype(np.float32)
+    scores = x.reshape(3, 784) @ weights["dense/kernel"] + weights["dense/bias"]
+    expected = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    assert type(model.optimizer).__name__ == "SGD"
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.01)
+
+
+def test_build_ann():
+    model = build(
+        ModelConfig(name="ann", hidden_units=128), OptimizerConfig("adam", 0.001), (28, 28), 10
+    )
+    assert model.count_params() == 784 * 128 + 128 + 128 * 10 + 10
+    assert [layer.name for layer in model.layers] == ["flatten", "hidden", "dense"]
+    assert model.get_layer("hidden").activation.__name__ == "relu"
+    assert type(model.optimizer).__name__ == "Adam"
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.001)
+
+
+# --- fit ----------------------------------------------------------------------------------
+
+
+def test_fit_learns_and_records_every_epoch():
+    s = preprocess(tiny_dataset(n_train=200), 0.25)
+    model = build(ModelConfig(name="linear"), OptimizerConfig("adam", 0.01), (28, 28), 10)
+    h = fit(TrainerConfig(epochs=4, batch_size=16, verbose=0), model, s)
+    assert h.epochs == 4 and len(h.epoch_seconds) == 4
+    assert set(h.metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 4 for v in h.metrics.values())
+    assert h.metrics["loss"][-1] < h.metrics["loss"][0]
+    assert h.metrics["val_accuracy"][-1] > 0.5  # the bands are easy to tell apart
+    assert h.fit_seconds >= sum(h.epoch_seconds) * 0.9
+
+
+def test_fit_without_validation():
+    s = preprocess(tiny_dataset(), 0.0)
+    model = build(ModelConfig(name="linear"), OptimizerConfig("sgd", 0.01), (28, 28), 10)
+    h = fit(TrainerConfig(epochs=1, batch_size=32, verbose=0), model, s)
+    assert set(h.metrics) == {"loss", "accuracy"} and not h.has_validation
+
+
+# --- evaluate -----------------------------------------------------------------------------
+
+
+class FixedModel:
+    """Stands in for a Keras model: predicts fixed probabilities."""
+
+    def __init__(self, probs):
+        self.probs = np.asarray(probs, dtype=np.float32)
+
+    def predict(self, x, batch_size=None, verbose=0):
+        return self.probs[: len(x)]
+
+
+def test_evaluate_derives_metrics_from_one_prediction():
+    probs = np.full((4, 3), 0.1, dtype=np.float32)
+    probs[np.arange(4), [0, 1, 2, 2]] = 0.8
+    test = Split(x=np.zeros((4, 28, 28), np.float32), y=np.array([0, 1, 2, 1], np.int32))
+    m = evaluate(FixedModel(probs), test, ("a", "b", "c"))
+    assert m.accuracy == pytest.approx(0.75)
+    expected_loss = -np.mean(np.log([0.8, 0.8, 0.8, 0.1]))
+    assert m.loss == pytest.approx(expected_loss, rel=1e-4)
+    np.testing.assert_array_equal(m.predictions, [0, 1, 2, 2])
+    np.testing.assert_array_equal(m.confusion, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    assert m.report["b"]["recall"] == pytest.approx(0.5)
+    assert m.report["c"]["precision"] == pytest.approx(0.5)
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def _history(with_val: bool) -> History:
+    metrics = {"loss": (1.0, 0.5, 0.4), "accuracy": (0.5, 0.8, 0.9)}
+    if with_val:
+        metrics |= {"val_loss": (1.1, 0.6, 0.5), "val_accuracy": (0.4, 0.7, 0.85)}
+    return History(metrics=metrics, epoch_seconds=(1.0, 1.0, 1.0), fit_seconds=3.0)
+
+
+def test_learning_curves_training_vs_validation():
+    figs = report(ReportConfig(), _history(True), "linear / sgd / mnist")
+    fig = figs["learning_curves.png"]
+    acc, loss = fig.axes
+    assert fig._suptitle.get_text() == "linear / sgd / mnist"
+    assert acc.get_title() == "Training and validation accuracy"
+    assert loss.get_title() == "Training and validation loss"
+    assert [line.get_label() for line in acc.lines] == ["training accuracy", "validation accuracy"]
+    np.testing.assert_array_equal(acc.lines[1].get_ydata(), [0.4, 0.7, 0.85])
+    np.testing.assert_array_equal(loss.lines[0].get_xdata(), [1, 2, 3])
+
+
+def test_learning_curves_without_validation_draw_training_only():
+    fig = report(ReportConfig(), _history(False), "t")["learning_curves.png"]
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1]
+    assert fig.axes[0].get_title() == "Training accuracy"
+
+
+def test_report_can_be_switched_off():
+    assert report(ReportConfig(learning_curves=False), _history(True), "t") == {}
