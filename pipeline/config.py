@@ -141,7 +141,24 @@ class TrackingConfig:
 
 @dataclass
 class ReportConfig:
+    """Which figures the report stage draws, and how many images they show."""
+
+    num_samples: int = 20
+    num_predictions: int = 15
+    num_mistakes: int = 16
+    samples: bool = True
     learning_curves: bool = True
+    predictions: bool = True
+    confusion_matrix: bool = True
+    mistakes: bool = True
+    # Linear model only: the ten columns of W drawn as 28x28 templates.
+    weights: bool = True
+    html: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("num_samples", "num_predictions", "num_mistakes"):
+            value = getattr(self, key)
+            _require(value >= 1, f"report.{key}", value, "an integer >= 1")
 
 
 @dataclass
