@@ -50,7 +50,26 @@ class MlflowSweepCallback(Callback):
         atexit.register(self._close, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._close("FINISHED")
+        try:
+            self._log_comparison(Path(config.hydra.sweep.dir) / "comparison")
+        finally:
+            self._close("FINISHED")
+
+    def _log_comparison(self, out_dir: Path) -> None:
+        """Compare the sweep's children and log the comparison to the parent run."""
+        from pipeline import compare, tracking
+
+        if self.run_id is None:
+            return
+        records = tracking.fetch_runs(self.uri, parent_run_id=self.run_id)
+        if not records:
+            log.warning("no finished child runs to compare")
+            return
+        paths = compare.write(compare.compare(records), out_dir)
+        tracking.log_files(paths, self.run_id, "comparison")
+        log.info(
+            "comparison of %d runs logged to the parent run, written to %s", len(records), out_dir
+        )
 
     def _close(self, status: str) -> None:
         if self.run_id is None:

@@ -179,6 +179,14 @@ def test_multirun_makes_one_parent_and_four_named_children(real_data, isolated_t
         if commit:
             assert c.data.tags["git_commit"] == commit
         assert ".hydra/config.yaml" in _artifacts(client, c.info.run_id, ".hydra")
+    # The sweep's comparison, on the parent run and in the sweep folder.
+    assert sorted(_artifacts(client, parent.info.run_id, "comparison")) == [
+        "comparison/comparison.csv",
+        "comparison/comparison.md",
+        "comparison/comparison_curves.png",
+    ]
+    table = (tmp_path / "sweep" / "comparison" / "comparison.md").read_text()
+    assert all(name in table for name in ("linear-sgd", "linear-adam", "ann-sgd", "ann-adam"))
 
 
 @pytest.mark.slow
