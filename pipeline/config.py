@@ -113,6 +113,12 @@ class TrainerConfig:
     shuffle: bool = True
     # Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.
     verbose: int = 2
+    # Training steps run per call into the compiled graph; null means a whole epoch. The
+    # updates are the same; only Python's per-step overhead goes.
+    steps_per_execution: int | None = None
+    # TensorFlow's threads per op; 0 means one per core. These models' ops are too small to
+    # gain from splitting, and on few cores the hand-offs cost more than they give.
+    intra_op_threads: int = 1
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
@@ -124,6 +130,18 @@ class TrainerConfig:
             "a fraction in [0, 1); 0 means no validation",
         )
         _require(self.verbose in (0, 1, 2), "trainer.verbose", self.verbose, "0, 1 or 2")
+        _require(
+            self.steps_per_execution is None or self.steps_per_execution >= 1,
+            "trainer.steps_per_execution",
+            self.steps_per_execution,
+            "an integer >= 1, or null for a whole epoch",
+        )
+        _require(
+            self.intra_op_threads >= 0,
+            "trainer.intra_op_threads",
+            self.intra_op_threads,
+            "an integer >= 0 (0: one per core)",
+        )
 
 
 @dataclass

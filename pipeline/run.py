@@ -13,7 +13,7 @@ from pipeline._tf import keras, tf
 from pipeline.config import to_config
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
-from pipeline.stages.fit import fit
+from pipeline.stages.fit import fit, set_threads, steps_per_execution
 from pipeline.stages.load import load
 from pipeline.stages.preprocess import preprocess
 from pipeline.stages.report import report
@@ -50,6 +50,7 @@ def run(
     ds = load(conf.dataset)
     splits = preprocess(ds, conf.trainer.validation_split)
 
+    set_threads(conf.trainer)
     keras.utils.set_random_seed(conf.seed)
     tf.config.experimental.enable_op_determinism()
     keras.backend.clear_session()
@@ -76,7 +77,13 @@ def run(
         if hydra_dir is not None:
             tracking.log_dir(hydra_dir, ".hydra")
 
-        model = build(conf.model, conf.optimizer, ds.train_x.shape[1:], len(ds.class_names))
+        model = build(
+            conf.model,
+            conf.optimizer,
+            ds.train_x.shape[1:],
+            len(ds.class_names),
+            steps_per_execution(conf.trainer, len(splits.train)),
+        )
         summary: list[str] = []
         model.summary(print_fn=lambda line, *a, **k: summary.append(line))
         tracking.log_text("\n".join(summary), "model_summary.txt")

@@ -78,9 +78,9 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
     assert "epochs: 2" in cfg_text and "${" not in cfg_text
 
     model = mlflow.keras.load_model(f"runs:/{r.info.run_id}/model")
-    x = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype(np.uint8)
     probs = model.predict(x, verbose=0)
-    scores = x.reshape(4, 784) @ weights["dense/kernel"] + weights["dense/bias"]
+    scores = (x.reshape(4, 784) / 255.0) @ weights["dense/kernel"] + weights["dense/bias"]
     np.testing.assert_allclose(probs.argmax(1), scores.argmax(1))
     info = mlflow.models.get_model_info(f"runs:/{r.info.run_id}/model")
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 28, 28)

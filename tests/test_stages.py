@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
+from pipeline._tf import keras
 from pipeline.config import ModelConfig, OptimizerConfig, ReportConfig, TrainerConfig
 from pipeline.errors import ConfigError
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
-from pipeline.stages.fit import History, fit
+from pipeline.stages.fit import History, fit, steps_per_execution
 from pipeline.stages.load import Dataset
 from pipeline.stages.preprocess import Split, preprocess
 from pipeline.stages.report import report
@@ -29,13 +30,13 @@ def tiny_dataset(n_train=100, n_test=30) -> Dataset:
 # --- preprocess ---------------------------------------------------------------------------
 
 
-def test_preprocess_scales_and_holds_out_the_last_fraction():
+def test_preprocess_holds_out_the_last_fraction():
     ds = tiny_dataset(n_train=100)
     s = preprocess(ds, 0.2)
     assert (len(s.train), len(s.val), len(s.test)) == (80, 20, 30)
-    assert s.train.x.dtype == np.float32 and s.train.x.shape == (80, 28, 28)
-    assert s.train.x.max() <= 1.0 and s.train.x.min() >= 0.0
-    np.testing.assert_allclose(s.val.x, ds.train_x[80:] / 255.0, rtol=1e-6)
+    assert s.train.x.dtype == np.uint8 and s.train.x.shape == (80, 28, 28)
+    assert s.train.y.dtype == np.int32
+    np.testing.assert_array_equal(s.val.x, ds.train_x[80:])
     np.testing.assert_array_equal(s.val.y, ds.train_y[80:])
     np.testing.assert_array_equal(s.train.y, ds.train_y[:80])
 
@@ -68,8 +69,8 @@ def test_build_linear_is_score_w_x_plus_b():
         "dense/kernel": (784, 10),
         "dense/bias": (10,),
     }
-    x = np.random.default_rng(0).random((3, 28, 28)).astype(np.float32)
-    scores = x.reshape(3, 784) @ weights["dense/kernel"] + weights["dense/bias"]
+    x = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    scores = (x.reshape(3, 784) / 255.0) @ weights["dense/kernel"] + weights["dense/bias"]
     expected = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
     assert type(model.optimizer).__name__ == "SGD"
@@ -81,7 +82,7 @@ def test_build_ann():
         ModelConfig(name="ann", hidden_units=128), OptimizerConfig("adam", 0.001), (28, 28), 10
     )
     assert model.count_params() == 784 * 128 + 128 + 128 * 10 + 10
-    assert [layer.name for layer in model.layers] == ["flatten", "hidden", "dense"]
+    assert [layer.name for layer in model.layers] == ["scale", "flatten", "hidden", "dense"]
     assert model.get_layer("hidden").activation.__name__ == "relu"
     assert type(model.optimizer).__name__ == "Adam"
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.001)
@@ -100,6 +101,20 @@ def test_fit_learns_and_records_every_epoch():
     assert h.metrics["loss"][-1] < h.metrics["loss"][0]
     assert h.metrics["val_accuracy"][-1] > 0.5  # the bands are easy to tell apart
     assert h.fit_seconds >= sum(h.epoch_seconds) * 0.9
+
+
+def test_fit_runs_whole_epochs_per_execution_with_a_partial_last_batch():
+    s = preprocess(tiny_dataset(n_train=150), 0.0)
+    cfg = TrainerConfig(epochs=2, batch_size=16, verbose=0)
+    assert steps_per_execution(cfg, len(s.train)) == 10  # 9 full batches and one of 6
+    assert steps_per_execution(TrainerConfig(batch_size=16, steps_per_execution=4), 150) == 4
+    results = []
+    for spe in (1, steps_per_execution(cfg, len(s.train))):
+        keras.utils.set_random_seed(1)
+        model = build(ModelConfig(name="linear"), OptimizerConfig("sgd", 0.1), (28, 28), 10, spe)
+        results.append(fit(cfg, model, s).metrics["loss"])
+    # Same batches, same updates: only where the Python loop sits differs.
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
 
 
 def test_fit_without_validation():

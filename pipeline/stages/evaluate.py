@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss
 
 from pipeline._tf import keras
+from pipeline.stages.fit import EVAL_BATCH_SIZE
 from pipeline.stages.preprocess import Split
 
 
@@ -34,7 +35,7 @@ class Metrics:
 
 
 def evaluate(
-    model: keras.Model, test: Split, class_names: tuple[str, ...], batch_size: int = 1024
+    model: keras.Model, test: Split, class_names: tuple[str, ...], batch_size: int = EVAL_BATCH_SIZE
 ) -> Metrics:
     """Predict the test set once and derive every metric from those probabilities."""
     probs = model.predict(test.x, batch_size=batch_size, verbose=0)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline._tf import keras
+from pipeline._tf import keras, tf
 from pipeline.config import TrainerConfig
 from pipeline.stages.preprocess import Splits
 
@@ -36,6 +37,30 @@ class History:
     @property
     def has_validation(self) -> bool:
         return "val_loss" in self.metrics
+
+
+# Validation and test batches only bound memory; they change no result.
+EVAL_BATCH_SIZE = 1024
+
+
+def steps_per_execution(cfg: TrainerConfig, num_train: int) -> int:
+    """`trainer.steps_per_execution`, or the number of batches in one epoch when it is null."""
+    per_epoch = math.ceil(num_train / cfg.batch_size)
+    return min(cfg.steps_per_execution or per_epoch, per_epoch)
+
+
+def set_threads(cfg: TrainerConfig) -> None:
+    """Apply `trainer.intra_op_threads` (possible only before TensorFlow's first op)."""
+    if tf.config.threading.get_intra_op_parallelism_threads() == cfg.intra_op_threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.intra_op_threads)
+    except RuntimeError:
+        log.warning(
+            "trainer.intra_op_threads=%d not applied: TensorFlow is already running with %d",
+            cfg.intra_op_threads,
+            tf.config.threading.get_intra_op_parallelism_threads(),
+        )
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -70,6 +95,7 @@ def fit(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         validation_data=validation,
+        validation_batch_size=EVAL_BATCH_SIZE,
         shuffle=cfg.shuffle,
         verbose=cfg.verbose,
         callbacks=[timer, *callbacks],
