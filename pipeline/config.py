@@ -146,6 +146,8 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
+    # false: record nothing in MLflow (files still go to the run's output folder).
+    enabled: bool = True
     # MLflow tracking URI; null means $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db.
     uri: str | None = None
     # Experiment name; null means the dataset name.

@@ -1,60 +1,55 @@
-"""run(cfg): the stages in order, and the one place that logs their results to MLflow."""
+"""run(cfg): the stages in order, and the one place that records their results."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline._tf import keras, tf
-from pipeline.config import to_config
+from pipeline.config import Config, to_config
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, set_threads, steps_per_execution
 from pipeline.stages.load import load
 from pipeline.stages.preprocess import preprocess
-from pipeline.stages.report import report
+from pipeline.stages.report import render_html, report
 
 log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+PLOT_DPI = 90
 
 
-def run(
-    cfg: DictConfig,
-    parent_run_id: str | None = None,
-    hydra_dir: Path | None = None,
-    overrides: Sequence[str] = (),
-) -> float:
-    """Train, evaluate and record one job.
+@contextmanager
+def _folder(path: Path | None) -> Iterator[Path]:
+    """The run's output folder, or a temporary one when the caller has none."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="pipeline-run-") as tmp:
+        yield Path(tmp)
 
-    Args:
-        cfg: the composed config (checked here before anything is read or written).
-        parent_run_id: the sweep's parent MLflow run; this run is created as its child.
-        hydra_dir: Hydra's `.hydra/` folder of this job, logged as an artifact if given.
-        overrides: the command-line overrides, recorded as a tag.
-    Returns:
-        The objective for sweeps: final validation accuracy, or test accuracy without validation.
-    """
-    conf = to_config(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+
+def _experiment(conf: Config, parent_run_id: str | None) -> str | None:
+    """Point MLflow at the store and return the experiment id (None when tracking is off)."""
+    if not conf.tracking.enabled:
+        return None
     if parent_run_id is not None:
-        experiment_id = tracking.parent_experiment_after_setup(conf.tracking, parent_run_id)
-    else:
-        experiment_id = tracking.setup(conf.tracking, conf.dataset.name)
+        return tracking.parent_experiment_after_setup(conf.tracking, parent_run_id)
+    return tracking.setup(conf.tracking, conf.dataset.name)
 
-    # Data problems surface here, before a run is opened, so they leave the store untouched.
-    ds = load(conf.dataset)
-    splits = preprocess(ds, conf.trainer.validation_split)
 
-    set_threads(conf.trainer)
-    keras.utils.set_random_seed(conf.seed)
-    tf.config.experimental.enable_op_determinism()
-    keras.backend.clear_session()
-
+def _tags(conf: Config, overrides: Sequence[str]) -> dict[str, str]:
     tags = {
         "dataset": conf.dataset.name,
         "model": conf.model.name,
@@ -65,17 +60,57 @@ def run(
     if commit:
         tags["git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit
-    with tracking.start_run(experiment_id, conf.tracking.run_name, tags, parent_run_id) as run_id:
-        log.info(
-            "MLflow run %s (%s) in %s",
-            run_id,
-            conf.tracking.run_name,
-            tracking.resolve_uri(conf.tracking.uri),
-        )
-        tracking.log_params(tracking.flatten(resolved))
-        tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        if hydra_dir is not None:
-            tracking.log_dir(hydra_dir, ".hydra")
+    return tags
+
+
+def _write_png(fig, path: Path) -> bytes:
+    """Render a Figure once; the bytes go to the file and into the HTML report."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PLOT_DPI)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+def run(
+    cfg: DictConfig,
+    parent_run_id: str | None = None,
+    output_dir: Path | None = None,
+    overrides: Sequence[str] = (),
+) -> float:
+    """Train, evaluate and record one job.
+
+    Args:
+        cfg: the composed config (checked here before anything is read or written).
+        parent_run_id: the sweep's parent MLflow run; this run is created as its child.
+        output_dir: the job's folder (Hydra's output dir): every file the run makes is written
+            there, and its `.hydra/` is logged too; None writes to a temporary folder.
+        overrides: the command-line overrides, recorded as a tag.
+    Returns:
+        The objective for sweeps: final validation accuracy, or test accuracy without validation.
+    """
+    conf = to_config(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    experiment_id = _experiment(conf, parent_run_id)
+
+    # Data problems surface here, before a run is opened, so they leave the store untouched.
+    ds = load(conf.dataset)
+    splits = preprocess(ds, conf.trainer.validation_split)
+
+    set_threads(conf.trainer)
+    keras.utils.set_random_seed(conf.seed)
+    tf.config.experimental.enable_op_determinism()
+    keras.backend.clear_session()
+
+    tags = _tags(conf, overrides)
+    with (
+        tracking.open_run(experiment_id, conf.tracking.run_name, tags, parent_run_id) as rec,
+        _folder(output_dir) as out,
+    ):
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        rec.params(tracking.flatten(resolved))
+        rec.files([out / "config.yaml"])
+        rec.folder(out / ".hydra", ".hydra")
 
         model = build(
             conf.model,
@@ -86,32 +121,54 @@ def run(
         )
         summary: list[str] = []
         model.summary(print_fn=lambda line, *a, **k: summary.append(line))
-        tracking.log_text("\n".join(summary), "model_summary.txt")
-        tracking.log_params({"num_params": model.count_params()})
+        (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
+        rec.params({"num_params": model.count_params()})
 
-        history = fit(conf.trainer, model, splits, [tracking.EpochMetricsLogger()])
+        history = fit(conf.trainer, model, splits, rec.callbacks())
         metrics = evaluate(model, splits.test, ds.class_names)
-        tracking.log_metrics(
-            {
-                "test_loss": metrics.loss,
-                "test_accuracy": metrics.accuracy,
-                "fit_seconds": history.fit_seconds,
-            }
-        )
-        tracking.log_arrays(named_weights(model), "weights.npz")
+        final = {k: v[-1] for k, v in history.metrics.items()}
+        final |= {
+            "test_loss": metrics.loss,
+            "test_accuracy": metrics.accuracy,
+            "fit_seconds": history.fit_seconds,
+        }
+        # Metrics, weights and model are recorded before the report, which cannot lose them.
+        rec.metrics({k: final[k] for k in ("test_loss", "test_accuracy", "fit_seconds")})
+        weights = named_weights(model)
+        np.savez(out / "weights.npz", **weights)
+        (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+        rec.files([out / "model_summary.txt", out / "weights.npz", out / "metrics.json"])
         if conf.tracking.log_model:
-            tracking.log_keras_model(model, splits.test.x[:5])
+            rec.keras_model(model, splits.test.x[:5])
 
         title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
-        tracking.log_figures(report(conf.report, history, title), "plots")
+        artifacts = report(conf.report, ds, history, metrics, weights, conf.model.name, title)
+        rendered: dict[str, bytes | str] = {}
+        for name, item in artifacts.items():
+            if isinstance(item, str):
+                (out / name).write_text(item)
+                rendered[name] = item
+            else:
+                rendered[name] = _write_png(item, out / "plots" / name)
+        rec.folder(out / "plots", "plots")
+        extra = [out / n for n, item in artifacts.items() if isinstance(item, str)]
+        if conf.report.html:
+            settings = tracking.flatten(resolved)
+            (out / "report.html").write_text(render_html(title, settings, final, rendered))
+            extra.append(out / "report.html")
+        rec.files(extra)
+        rec.metrics(
+            {
+                f"test_f1_{name}": metrics.report[name]["f1-score"]
+                for name in ds.class_names
+                if name in metrics.report
+            }
+        )
 
-    final = {k: v[-1] for k, v in history.metrics.items()}
     log.info(
-        "done: %s test_accuracy=%.4f test_loss=%.4f fit %.1f s",
+        "done: %s (files in %s)",
         " ".join(f"{k}={v:.4f}" for k, v in final.items()),
-        metrics.accuracy,
-        metrics.loss,
-        history.fit_seconds,
+        output_dir or "a temporary folder",
     )
     return final.get("val_accuracy", metrics.accuracy)
 
@@ -129,6 +186,6 @@ def run_from_hydra(cfg: DictConfig) -> float:
     return run(
         cfg,
         parent_run_id=parent,
-        hydra_dir=Path(hc.runtime.output_dir) / hc.output_subdir if hc.output_subdir else None,
+        output_dir=Path(hc.runtime.output_dir),
         overrides=list(hc.overrides.task),
     )

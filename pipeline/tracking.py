@@ -8,8 +8,7 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,36 +136,70 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def log_params(params: Mapping[str, Any]) -> None:
-    mlflow.log_params(dict(params))
+class Recorder:
+    """Records one open MLflow run: what `run()` hands it goes to the store."""
+
+    enabled = True
+
+    def params(self, params: Mapping[str, Any]) -> None:
+        mlflow.log_params(dict(params))
+
+    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def files(self, paths: Iterable[Path], folder: str | None = None) -> None:
+        for path in paths:
+            mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def folder(self, local_dir: Path, folder: str) -> None:
+        if local_dir.is_dir():
+            mlflow.log_artifacts(str(local_dir), folder)
+
+    def keras_model(self, model: keras.Model, input_example: np.ndarray) -> str | None:
+        return log_keras_model(model, input_example)
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        return [EpochMetricsLogger()]
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+class NullRecorder(Recorder):
+    """Stands in for a run when `tracking.enabled=false`: records nothing."""
+
+    enabled = False
+
+    def params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def files(self, paths: Iterable[Path], folder: str | None = None) -> None:
+        pass
+
+    def folder(self, local_dir: Path, folder: str) -> None:
+        pass
+
+    def keras_model(self, model: keras.Model, input_example: np.ndarray) -> str | None:
+        return None
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        return []
 
 
-def log_text(text: str, path: str) -> None:
-    mlflow.log_text(text, path)
-
-
-def log_dir(local_dir: Path, artifact_path: str) -> None:
-    if local_dir.is_dir():
-        mlflow.log_artifacts(str(local_dir), artifact_path)
-
-
-def log_figures(figures: Mapping[str, Any], folder: str) -> None:
-    """Log matplotlib Figures as `<folder>/<name>` (the names carry their extension)."""
-    for name, fig in figures.items():
-        mlflow.log_figure(fig, f"{folder}/{name}")
-
-
-def log_arrays(arrays: Mapping[str, np.ndarray], path: str) -> None:
-    """Log named arrays as one .npz file, e.g. {"dense/kernel": (784, 10), ...}."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / Path(path).name
-        np.savez(local, **arrays)
-        folder = str(Path(path).parent)
-        mlflow.log_artifact(str(local), artifact_path=None if folder == "." else folder)
+@contextmanager
+def open_run(
+    experiment_id: str | None,
+    run_name: str,
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+) -> Iterator[Recorder]:
+    """A Recorder for a new run in `experiment_id`, or a NullRecorder when that is None."""
+    if experiment_id is None:
+        yield NullRecorder()
+        return
+    with start_run(experiment_id, run_name, tags, parent_run_id) as run_id:
+        log.info("MLflow run %s (%s) in %s", run_id, run_name, mlflow.get_tracking_uri())
+        yield Recorder()
 
 
 class _KerasFlavor:

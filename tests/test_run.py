@@ -1,5 +1,6 @@
 """End to end through run() and the CLI, reading the results back from MLflow."""
 
+import json
 import os
 import subprocess
 import sys
@@ -22,9 +23,9 @@ def _artifacts(client, run_id, path=None):
 
 
 def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
-    hydra_dir = tmp_path / ".hydra"
-    hydra_dir.mkdir()
-    (hydra_dir / "overrides.yaml").write_text("- trainer.epochs=2\n")
+    job_dir = tmp_path / "job"
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text("- trainer.epochs=2\n")
     cfg = make_config(
         [
             f"dataset.path={real_data}",
@@ -34,7 +35,7 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
             "optimizer=adam",
         ]
     )
-    objective = run(cfg, hydra_dir=hydra_dir, overrides=["trainer.epochs=2"])
+    objective = run(cfg, output_dir=job_dir, overrides=["trainer.epochs=2"])
 
     client = MlflowClient(isolated_tracking)
     exp = client.get_experiment_by_name("mnist")
@@ -62,14 +63,32 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
     assert objective == pytest.approx(m["val_accuracy"])
 
     arts = _artifacts(client, r.info.run_id)
-    for expected in (
+    expected = {
         "config.yaml",
         "model_summary.txt",
         "weights.npz",
-        "plots/learning_curves.png",
+        "metrics.json",
         ".hydra/overrides.yaml",
-    ):
-        assert expected in arts, (expected, arts)
+        "classification_report.json",
+        "report.html",
+        *(
+            f"plots/{name}.png"
+            for name in (
+                "samples",
+                "learning_curves",
+                "predictions",
+                "confusion_matrix",
+                "mistakes",
+                "weights",
+            )
+        ),
+    }
+    assert expected <= set(arts), expected - set(arts)
+    # The same files are in the job's folder.
+    assert all((job_dir / name).is_file() for name in expected)
+    assert all(f"test_f1_{d}" in m for d in "0123456789")
+    report = json.loads((job_dir / "classification_report.json").read_text())
+    assert m["test_f1_3"] == pytest.approx(report["3"]["f1-score"])
 
     local = mlflow.artifacts.download_artifacts(run_id=r.info.run_id, artifact_path="weights.npz")
     weights = np.load(local)

@@ -4,14 +4,13 @@ import numpy as np
 import pytest
 
 from pipeline._tf import keras
-from pipeline.config import ModelConfig, OptimizerConfig, ReportConfig, TrainerConfig
+from pipeline.config import ModelConfig, OptimizerConfig, TrainerConfig
 from pipeline.errors import ConfigError
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
-from pipeline.stages.fit import History, fit, steps_per_execution
+from pipeline.stages.fit import fit, steps_per_execution
 from pipeline.stages.load import Dataset
 from pipeline.stages.preprocess import Split, preprocess
-from pipeline.stages.report import report
 from tests.conftest import tiny_arrays
 
 
@@ -149,35 +148,3 @@ def test_evaluate_derives_metrics_from_one_prediction():
     np.testing.assert_array_equal(m.confusion, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
     assert m.report["b"]["recall"] == pytest.approx(0.5)
     assert m.report["c"]["precision"] == pytest.approx(0.5)
-
-
-# --- report -------------------------------------------------------------------------------
-
-
-def _history(with_val: bool) -> History:
-    metrics = {"loss": (1.0, 0.5, 0.4), "accuracy": (0.5, 0.8, 0.9)}
-    if with_val:
-        metrics |= {"val_loss": (1.1, 0.6, 0.5), "val_accuracy": (0.4, 0.7, 0.85)}
-    return History(metrics=metrics, epoch_seconds=(1.0, 1.0, 1.0), fit_seconds=3.0)
-
-
-def test_learning_curves_training_vs_validation():
-    figs = report(ReportConfig(), _history(True), "linear / sgd / mnist")
-    fig = figs["learning_curves.png"]
-    acc, loss = fig.axes
-    assert fig._suptitle.get_text() == "linear / sgd / mnist"
-    assert acc.get_title() == "Training and validation accuracy"
-    assert loss.get_title() == "Training and validation loss"
-    assert [line.get_label() for line in acc.lines] == ["training accuracy", "validation accuracy"]
-    np.testing.assert_array_equal(acc.lines[1].get_ydata(), [0.4, 0.7, 0.85])
-    np.testing.assert_array_equal(loss.lines[0].get_xdata(), [1, 2, 3])
-
-
-def test_learning_curves_without_validation_draw_training_only():
-    fig = report(ReportConfig(), _history(False), "t")["learning_curves.png"]
-    assert [len(ax.lines) for ax in fig.axes] == [1, 1]
-    assert fig.axes[0].get_title() == "Training accuracy"
-
-
-def test_report_can_be_switched_off():
-    assert report(ReportConfig(learning_curves=False), _history(True), "t") == {}

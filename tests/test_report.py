@@ -1,0 +1,362 @@
+"""The report stage: what each figure shows, the switches, and the HTML page."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from sklearn.metrics import classification_report
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+from pipeline.config import ReportConfig
+from pipeline.stages.evaluate import Metrics
+from pipeline.stages.fit import History
+from pipeline.stages.load import Dataset
+from pipeline.stages.report import render_html, report
+from tests.conftest import tiny_arrays
+
+NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+TITLE = "linear / sgd / fashion-mnist"
+# Test image index -> confidence of a wrong prediction; every other image is right at RIGHT_CONF.
+WRONG = {1: 0.9, 4: 0.6, 7: 0.95, 12: 0.7, 18: 0.6}
+RIGHT_CONF = 0.8
+# Most confident first; 4 and 18 tie and keep test-set order.
+MISTAKE_ORDER = [7, 1, 12, 4, 18]
+SWITCHES = {
+    "samples": {"samples.png"},
+    "learning_curves": {"learning_curves.png"},
+    "predictions": {"predictions.png"},
+    "confusion_matrix": {"confusion_matrix.png", "classification_report.json"},
+    "mistakes": {"mistakes.png"},
+    "weights": {"weights.png"},
+}
+ALL_ARTIFACTS = set().union(*SWITCHES.values())
+
+
+def tiny_dataset(class_names=NAMES) -> Dataset:
+    a = tiny_arrays(n_train=30, n_test=20)
+    return Dataset(
+        name="tiny",
+        train_x=a["train_images"],
+        train_y=a["train_labels"],
+        test_x=a["test_images"],
+        test_y=a["test_labels"],
+        class_names=tuple(class_names),
+    )
+
+
+def wrong_label(true: int) -> int:
+    return (true + 3) % 10
+
+
+def make_metrics(labels: np.ndarray, wrong: dict[int, float]) -> Metrics:
+    """Metrics whose predictions are right except at `wrong`, with known confidences."""
+    labels = labels.astype(np.int64)
+    probs = np.empty((len(labels), 10), dtype=np.float32)
+    for i, true in enumerate(labels):
+        pred, conf = (wrong_label(true), wrong[i]) if i in wrong else (true, RIGHT_CONF)
+        probs[i] = (1 - conf) / 9
+        probs[i, pred] = conf
+    preds = probs.argmax(axis=1)
+    classes = np.arange(10)
+    return Metrics(
+        loss=float(-np.mean(np.log(probs[np.arange(len(labels)), labels]))),
+        accuracy=float(np.mean(preds == labels)),
+        probabilities=probs,
+        predictions=preds,
+        labels=labels,
+        confusion=sk_confusion_matrix(labels, preds, labels=classes),
+        report=classification_report(
+            labels, preds, labels=classes, target_names=list(NAMES), output_dict=True,
+            zero_division=0,
+        ),
+    )  # fmt: skip
+
+
+def _history(with_val: bool) -> History:
+    metrics = {"loss": (1.0, 0.5, 0.4), "accuracy": (0.5, 0.8, 0.9)}
+    if with_val:
+        metrics |= {"val_loss": (1.1, 0.6, 0.5), "val_accuracy": (0.4, 0.7, 0.85)}
+    return History(metrics=metrics, epoch_seconds=(1.0, 1.0, 1.0), fit_seconds=3.0)
+
+
+def make_kernel() -> np.ndarray:
+    kernel = np.random.default_rng(1).normal(0.0, 0.1, (784, 10))
+    kernel[100, 3] = -2.5  # the largest magnitude is negative: the range must still be ±2.5
+    return kernel
+
+
+def only(*switches: str, **counts: int) -> ReportConfig:
+    """A ReportConfig with just `switches` on (fewer figures keep the tests fast)."""
+    return ReportConfig(**{s: s in switches for s in [*SWITCHES, "html"]}, **counts)
+
+
+def run_report(cfg: ReportConfig, ds=None, metrics=None, model="linear", with_val=True):
+    ds = ds or tiny_dataset()
+    metrics = metrics or make_metrics(ds.test_y, WRONG)
+    weights = {"dense/kernel": make_kernel(), "dense/bias": np.zeros(10)}
+    return report(cfg, ds, _history(with_val), metrics, weights, model, TITLE)
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> dict[str, Figure | str]:
+    return run_report(ReportConfig())
+
+
+def color(c) -> tuple[float, ...]:
+    return to_rgba(c)
+
+
+# --- which artifacts ---------------------------------------------------------------------
+
+
+def test_default_report_makes_every_artifact_with_the_title(artifacts):
+    assert set(artifacts) == ALL_ARTIFACTS
+    for name, artifact in artifacts.items():
+        if name.endswith(".png"):
+            assert isinstance(artifact, Figure)
+            assert TITLE in artifact.get_suptitle(), name
+        else:
+            assert isinstance(artifact, str)
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_each_switch_makes_only_its_artifacts(switch):
+    assert set(run_report(only(switch))) == SWITCHES[switch]
+
+
+def test_report_can_be_switched_off():
+    assert run_report(only()) == {}
+
+
+def test_no_weights_for_the_ann():
+    assert run_report(only("weights"), model="ann") == {}
+
+
+# --- samples -----------------------------------------------------------------------------
+
+
+def test_samples_show_the_first_image_with_its_raw_values_and_a_labelled_grid(artifacts):
+    ds = tiny_dataset()
+    fig = artifacts["samples.png"]
+    single, grid = fig.subfigs
+    image_ax, colorbar_ax = single.axes
+    np.testing.assert_array_equal(image_ax.images[0].get_array(), ds.train_x[0])
+    assert image_ax.images[0].get_clim() == (0, 255)
+    assert image_ax.images[0].colorbar.ax is colorbar_ax
+
+    assert len(grid.axes) == 20
+    for i, ax in enumerate(grid.axes):
+        assert ax.get_subplotspec().get_geometry()[:2] == (4, 5)
+        assert ax.get_subplotspec().num1 == i  # row-major, in training order
+        assert ax.get_xlabel() == NAMES[ds.train_y[i]]
+        image = ax.images[0]
+        assert image.get_cmap().name == "binary"
+        np.testing.assert_allclose(image.get_array(), ds.train_x[i] / 255.0)
+        assert ax.get_xticks().size == 0 and ax.get_yticks().size == 0
+
+
+def test_samples_grid_follows_num_samples():
+    fig = run_report(only("samples", num_samples=7))["samples.png"]
+    grid = fig.subfigs[1]
+    assert len(grid.axes) == 7
+    assert grid.axes[0].get_subplotspec().get_geometry()[:2] == (2, 5)
+
+
+# --- learning curves ---------------------------------------------------------------------
+
+
+def test_learning_curves_training_vs_validation():
+    fig = run_report(only("learning_curves"))["learning_curves.png"]
+    acc, loss = fig.axes
+    assert fig.get_suptitle() == TITLE
+    assert acc.get_title() == "Training and validation accuracy"
+    assert loss.get_title() == "Training and validation loss"
+    assert [line.get_label() for line in acc.lines] == ["training accuracy", "validation accuracy"]
+    np.testing.assert_array_equal(acc.lines[1].get_ydata(), [0.4, 0.7, 0.85])
+    np.testing.assert_array_equal(loss.lines[0].get_xdata(), [1, 2, 3])
+
+
+def test_learning_curves_without_validation_draw_training_only():
+    fig = run_report(only("learning_curves"), with_val=False)["learning_curves.png"]
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1]
+    assert fig.axes[0].get_title() == "Training accuracy"
+
+
+# --- predictions -------------------------------------------------------------------------
+
+
+def test_predictions_pair_each_image_with_its_probabilities(artifacts):
+    ds = tiny_dataset()
+    metrics = make_metrics(ds.test_y, WRONG)
+    fig = artifacts["predictions.png"]
+    assert len(fig.axes) == 30
+    for i in range(15):
+        image_ax, bars_ax = fig.axes[2 * i], fig.axes[2 * i + 1]
+        spec = image_ax.get_subplotspec()
+        assert spec.get_geometry()[:2] == (5, 6)
+        assert (spec.rowspan.start, spec.colspan.start) == (i // 3, 2 * (i % 3))
+        assert bars_ax.get_subplotspec().colspan.start == 2 * (i % 3) + 1
+        np.testing.assert_array_equal(image_ax.images[0].get_array(), ds.test_x[i])
+        assert image_ax.images[0].get_cmap().name == "binary"
+        assert image_ax.get_xticks().size == 0
+
+        true = int(ds.test_y[i])
+        pred = wrong_label(true) if i in WRONG else true
+        conf = round(100 * WRONG.get(i, RIGHT_CONF))
+        label = image_ax.xaxis.label
+        assert label.get_text() == f"{NAMES[pred]} {conf}% ({NAMES[true]})"
+        assert color(label.get_color()) == color("red" if i in WRONG else "blue")
+
+        assert len(bars_ax.patches) == 10
+        assert bars_ax.get_ylim() == (0, 1)
+        assert list(bars_ax.get_xticks()) == list(range(10))
+        heights = [bar.get_height() for bar in bars_ax.patches]
+        np.testing.assert_allclose(heights, metrics.probabilities[i])
+        for k, bar in enumerate(bars_ax.patches):
+            expected = "blue" if k == true else "red" if k == pred else "#777777"
+            assert bar.get_facecolor() == color(expected), (i, k)
+
+
+def test_predictions_label_text_for_a_known_mistake(artifacts):
+    # Image 7 is wrong at 95%: the label reads "<predicted> 95% (<true>)" in red.
+    ds = tiny_dataset()
+    label = artifacts["predictions.png"].axes[14].xaxis.label
+    true = int(ds.test_y[7])
+    assert label.get_text() == f"{NAMES[wrong_label(true)]} 95% ({NAMES[true]})"
+    assert label.get_color() == "red"
+
+
+# --- confusion matrix and classification report ------------------------------------------
+
+
+def test_confusion_matrix_shows_the_counts_with_class_names(artifacts):
+    ds = tiny_dataset()
+    metrics = make_metrics(ds.test_y, WRONG)
+    fig = artifacts["confusion_matrix.png"]
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2  # the matrix and its colour bar
+    np.testing.assert_array_equal(ax.images[0].get_array(), metrics.confusion)
+    assert metrics.confusion.sum() == 20 and np.trace(metrics.confusion) == 15
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(NAMES)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(NAMES)
+    assert {t.get_rotation() for t in ax.get_xticklabels()} == {45}
+    assert ax.get_xlabel() == "Predicted label" and ax.get_ylabel() == "True label"
+    counts = np.array([int(t.get_text()) for t in ax.texts]).reshape(10, 10)
+    np.testing.assert_array_equal(counts, metrics.confusion)
+
+
+def test_confusion_matrix_keeps_short_names_horizontal():
+    ds = tiny_dataset(class_names=[str(k) for k in range(10)])
+    fig = run_report(only("confusion_matrix"), ds=ds)["confusion_matrix.png"]
+    assert {t.get_rotation() for t in fig.axes[0].get_xticklabels()} == {0}
+
+
+def test_classification_report_json_parses_back_to_the_report(artifacts):
+    metrics = make_metrics(tiny_dataset().test_y, WRONG)
+    text = artifacts["classification_report.json"]
+    assert json.loads(text) == metrics.report
+    assert "\n  " in text  # indented for reading
+    assert json.loads(text)["accuracy"] == pytest.approx(0.75)
+
+
+# --- mistakes ----------------------------------------------------------------------------
+
+
+def test_mistakes_most_confident_first(artifacts):
+    ds = tiny_dataset()
+    fig = artifacts["mistakes.png"]
+    assert len(fig.axes) == len(MISTAKE_ORDER)
+    for ax, i in zip(fig.axes, MISTAKE_ORDER, strict=True):
+        true = int(ds.test_y[i])
+        assert ax.get_title() == (
+            f"pred {NAMES[wrong_label(true)]} {WRONG[i]:.0%}\ntrue {NAMES[true]}"
+        )
+        np.testing.assert_array_equal(ax.images[0].get_array(), ds.test_x[i])
+    assert fig.axes[0].get_title().startswith(f"pred {NAMES[wrong_label(int(ds.test_y[7]))]} 95%")
+
+
+def test_mistakes_keep_at_most_num_mistakes():
+    ds = tiny_dataset()
+    fig = run_report(only("mistakes", num_mistakes=2), ds=ds)["mistakes.png"]
+    assert len(fig.axes) == 2
+    for ax, i in zip(fig.axes, MISTAKE_ORDER[:2], strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), ds.test_x[i])
+
+
+def test_mistakes_without_any_is_a_note():
+    ds = tiny_dataset()
+    fig = run_report(only("mistakes"), ds=ds, metrics=make_metrics(ds.test_y, {}))["mistakes.png"]
+    assert isinstance(fig, Figure) and fig.axes == []
+    assert [t.get_text() for t in fig.texts if t.get_text() != fig.get_suptitle()] == [
+        "no mistakes"
+    ]
+    assert TITLE in fig.get_suptitle()
+
+
+# --- weights -----------------------------------------------------------------------------
+
+
+def test_weights_share_a_symmetric_colour_scale(artifacts):
+    kernel = make_kernel()
+    fig = artifacts["weights.png"]
+    assert len(fig.axes) == 11  # ten templates and one shared colour bar
+    templates = [ax for ax in fig.axes if ax.images]
+    assert len(templates) == 10
+    images = [ax.images[0] for ax in templates]
+    assert all(im.colorbar is None for im in images[:-1])
+    assert images[-1].colorbar.ax is fig.axes[-1]
+    for k, (ax, im) in enumerate(zip(templates, images, strict=True)):
+        assert ax.get_subplotspec().get_geometry()[:2] == (2, 5)
+        assert ax.get_title() == NAMES[k]
+        assert im.get_cmap().name == "RdBu_r"
+        assert im.get_clim() == pytest.approx((-2.5, 2.5))
+        np.testing.assert_array_equal(im.get_array(), kernel[:, k].reshape(28, 28))
+
+
+# --- HTML --------------------------------------------------------------------------------
+
+
+def test_render_html_is_one_self_contained_page(artifacts):
+    title = "linear / sgd / <fashion> & co"
+    settings = {"optimizer.learning_rate": 0.01, "model.name": "linear"}
+    page = render_html(title, settings, {"test_accuracy": 0.75, "test_loss": 0.123456}, artifacts)
+
+    assert "<title>linear / sgd / &lt;fashion&gt; &amp; co</title>" in page
+    assert "<h1>linear / sgd / &lt;fashion&gt; &amp; co</h1>" in page
+    assert "<fashion>" not in page
+    assert "<td>optimizer.learning_rate</td><td>0.01</td>" in page
+    assert "<td>model.name</td><td>linear</td>" in page
+    assert "<td>test_accuracy</td><td>0.7500</td>" in page
+    assert "<td>test_loss</td><td>0.1235</td>" in page
+
+    figures = [name for name, a in artifacts.items() if isinstance(a, Figure)]
+    payloads = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert page.count("<img ") == len(payloads) == len(figures) == 6
+    assert all(base64.b64decode(p).startswith(b"\x89PNG\r\n\x1a\n") for p in payloads)
+    for name in artifacts:
+        assert f"<h2>{name}</h2>" in page
+    # The JSON is shown escaped: its quotes become &quot;.
+    assert "<pre>{\n  &quot;T-shirt/top&quot;: {" in page
+
+    # Base64 text may spell "http" by chance; the rest of the page must not.
+    text = re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,", page)
+    assert "http" not in text
+    assert "<script" not in text and "<link" not in text
+    assert re.findall(r'src="([^"]*)"', text) == ["data:image/png;base64,"] * 6
