@@ -6,11 +6,13 @@ import io
 import json
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
@@ -21,7 +23,7 @@ from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, set_threads, steps_per_execution
 from pipeline.stages.load import load
 from pipeline.stages.preprocess import preprocess
-from pipeline.stages.report import render_html, report
+from pipeline.stages.report import data_figures, render_html, result_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +65,21 @@ def _tags(conf: Config, overrides: Sequence[str]) -> dict[str, str]:
     return tags
 
 
-def _write_png(fig, path: Path) -> bytes:
-    """Render a Figure once; the bytes go to the file and into the HTML report."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=PLOT_DPI)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
+def _write_artifacts(artifacts: Mapping[str, Figure | str], out: Path) -> dict[str, bytes | str]:
+    """Write texts to `out` and figures, rendered once, to `out/plots`; return what was written
+    (PNG bytes for figures), for the HTML page."""
+    written: dict[str, bytes | str] = {}
+    for name, item in artifacts.items():
+        if isinstance(item, str):
+            (out / name).write_text(item)
+            written[name] = item
+        else:
+            buf = io.BytesIO()
+            item.savefig(buf, format="png", dpi=PLOT_DPI)
+            (out / "plots").mkdir(parents=True, exist_ok=True)
+            (out / "plots" / name).write_bytes(buf.getvalue())
+            written[name] = buf.getvalue()
+    return written
 
 
 def run(
@@ -124,7 +134,12 @@ def run(
         (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
         rec.params({"num_params": model.count_params()})
 
-        history = fit(conf.trainer, model, splits, rec.callbacks())
+        title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
+        # Training releases the GIL and uses one core: draw the data's figures meanwhile.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            early = pool.submit(lambda: _write_artifacts(data_figures(conf.report, ds, title), out))
+            history = fit(conf.trainer, model, splits, rec.callbacks())
+            written = early.result()
         metrics = evaluate(model, splits.test, ds.class_names)
         final = {k: v[-1] for k, v in history.metrics.items()}
         final |= {
@@ -141,22 +156,17 @@ def run(
         if conf.tracking.log_model:
             rec.keras_model(model, splits.test.x[:5])
 
-        title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
-        artifacts = report(conf.report, ds, history, metrics, weights, conf.model.name, title)
-        rendered: dict[str, bytes | str] = {}
-        for name, item in artifacts.items():
-            if isinstance(item, str):
-                (out / name).write_text(item)
-                rendered[name] = item
-            else:
-                rendered[name] = _write_png(item, out / "plots" / name)
+        results = result_artifacts(
+            conf.report, ds, history, metrics, weights, conf.model.name, title
+        )
+        written |= _write_artifacts(results, out)
         rec.folder(out / "plots", "plots")
-        extra = [out / n for n, item in artifacts.items() if isinstance(item, str)]
+        texts = [out / name for name, item in written.items() if isinstance(item, str)]
         if conf.report.html:
             settings = tracking.flatten(resolved)
-            (out / "report.html").write_text(render_html(title, settings, final, rendered))
-            extra.append(out / "report.html")
-        rec.files(extra)
+            (out / "report.html").write_text(render_html(title, settings, final, written))
+            texts.append(out / "report.html")
+        rec.files(texts)
         rec.metrics(
             {
                 f"test_f1_{name}": metrics.report[name]["f1-score"]

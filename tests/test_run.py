@@ -217,3 +217,16 @@ def test_seed_linear_mnist_reaches_the_notes_accuracy(real_data, isolated_tracki
         )
     )
     assert objective == pytest.approx(0.9178, abs=0.005)
+
+
+def test_tracking_off_records_nothing_but_writes_the_files(tiny_data, isolated_tracking, tmp_path):
+    job = tmp_path / "job"
+    objective = run(
+        make_config([*tiny_data, "trainer.epochs=1", "tracking.enabled=false"]), output_dir=job
+    )
+    assert 0 <= objective <= 1
+    assert MlflowClient(isolated_tracking).get_experiment_by_name("mnist") is None
+    saved = json.loads((job / "metrics.json").read_text())
+    assert saved["val_accuracy"] == pytest.approx(objective)
+    assert {p.name for p in (job / "plots").iterdir()} >= {"samples.png", "learning_curves.png"}
+    assert (job / "report.html").is_file() and (job / "weights.npz").is_file()

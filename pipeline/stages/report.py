@@ -100,8 +100,20 @@ def predictions(ds: Dataset, metrics: Metrics, num: int, title: str) -> Figure:
     n = min(num, len(ds.test_x))
     rows, cols = _grid(n, PREDICTION_COLUMNS)
     num_classes = metrics.probabilities.shape[1]
-    fig = Figure(figsize=(4 * cols, 2.2 * rows + 0.6), layout="constrained")
-    gs = fig.add_gridspec(rows, 2 * cols)
+    height = 2.2 * rows + 0.6
+    # Fixed margins: a grid this regular does not need the layout solver, which would more
+    # than double the time to draw it.
+    fig = Figure(figsize=(4 * cols, height))
+    gs = fig.add_gridspec(
+        rows,
+        2 * cols,
+        left=0.01,
+        right=0.99,
+        bottom=0.35 / height,
+        top=1 - 0.45 / height,
+        wspace=0.12,
+        hspace=0.3,
+    )
     for i in range(n):
         probs = metrics.probabilities[i]
         pred, true = int(np.argmax(probs)), int(metrics.labels[i])
@@ -158,8 +170,18 @@ def mistakes(ds: Dataset, metrics: Metrics, num: int, title: str) -> Figure:
         fig.suptitle(f"{title}: most confident mistakes")
         return fig
     rows, cols = _grid(len(chosen), math.ceil(math.sqrt(len(chosen))))
-    fig = Figure(figsize=(2.2 * cols, 2.5 * rows + 0.6), layout="constrained")
-    gs = fig.add_gridspec(rows, cols)
+    height = 2.5 * rows + 1.0
+    fig = Figure(figsize=(2.2 * cols, height))  # fixed margins, as in `predictions`
+    gs = fig.add_gridspec(
+        rows,
+        cols,
+        left=0.02,
+        right=0.98,
+        bottom=0.1 / height,
+        top=1 - 0.95 / height,
+        wspace=0.1,
+        hspace=0.45,
+    )
     for k, i in enumerate(chosen):
         ax = fig.add_subplot(gs[k // cols, k % cols])
         ax.imshow(ds.test_x[i], cmap="binary", vmin=0, vmax=255)
@@ -184,8 +206,14 @@ def weights_figure(
     num_classes = kernel.shape[1]
     limit = float(np.abs(kernel).max()) or 1.0  # an all-zero kernel still needs a range
     rows, cols = _grid(num_classes, math.ceil(num_classes / 2))
-    fig = Figure(figsize=(2.4 * cols + 1, 2.6 * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    height = 2.6 * rows + 0.6
+    fig = Figure(figsize=(2.4 * cols + 1, height))  # fixed margins, as in `predictions`
+    axes = fig.subplots(
+        rows,
+        cols,
+        squeeze=False,
+        gridspec_kw={"left": 0.02, "right": 0.9, "bottom": 0.05, "top": 1 - 0.6 / height},
+    ).ravel()
     for k, ax in enumerate(axes):
         if k >= num_classes:
             ax.remove()
@@ -205,6 +233,11 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def data_figures(cfg: ReportConfig, ds: Dataset, title: str) -> dict[str, Figure]:
+    """The figures that need only the data (drawn while the model trains)."""
+    return {"samples.png": samples(ds, cfg.num_samples, title)} if cfg.samples else {}
+
+
 def report(
     cfg: ReportConfig,
     ds: Dataset,
@@ -222,9 +255,22 @@ def report(
         model_name: "linear" or "ann"; only the linear model's weights are images.
         title: shown on each figure, e.g. "linear / sgd / mnist".
     """
+    return data_figures(cfg, ds, title) | result_artifacts(
+        cfg, ds, history, metrics, weights, model_name, title
+    )
+
+
+def result_artifacts(
+    cfg: ReportConfig,
+    ds: Dataset,
+    history: History,
+    metrics: Metrics,
+    weights: dict[str, np.ndarray],
+    model_name: str,
+    title: str,
+) -> dict[str, Figure | str]:
+    """The artifacts that need the trained model's results: all of `report` but data_figures."""
     out: dict[str, Figure | str] = {}
-    if cfg.samples:
-        out["samples.png"] = samples(ds, cfg.num_samples, title)
     if cfg.learning_curves:
         out["learning_curves.png"] = learning_curves(history, title)
     if cfg.predictions:
