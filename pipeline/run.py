@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -99,6 +100,7 @@ def run(
     Returns:
         The objective for sweeps: final validation accuracy, or test accuracy without validation.
     """
+    started = time.perf_counter()
     conf = to_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     experiment_id = _experiment(conf, parent_run_id)
@@ -138,8 +140,10 @@ def run(
         # Training releases the GIL and uses one core: draw the data's figures meanwhile.
         with ThreadPoolExecutor(max_workers=1) as pool:
             early = pool.submit(lambda: _write_artifacts(data_figures(conf.report, ds, title), out))
+            fit_started = time.perf_counter()
             history = fit(conf.trainer, model, splits, rec.callbacks())
             written = early.result()
+        fit_ended = time.perf_counter()
         metrics = evaluate(model, splits.test, ds.class_names)
         final = {k: v[-1] for k, v in history.metrics.items()}
         final |= {
@@ -167,6 +171,13 @@ def run(
             (out / "report.html").write_text(render_html(title, settings, final, written))
             texts.append(out / "report.html")
         rec.files(texts)
+        # Where the time went (read by benchmarks/seed_runs.py).
+        timings = {
+            "before_fit_seconds": fit_started - started,
+            "fit_seconds": history.fit_seconds,
+            "after_fit_seconds": time.perf_counter() - fit_ended,
+        }
+        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
         rec.metrics(
             {
                 f"test_f1_{name}": metrics.report[name]["f1-score"]

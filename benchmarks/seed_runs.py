@@ -1,0 +1,185 @@
+"""Benchmark: the notes' two experiments as the notes run them vs the pipeline's presets.
+
+    python benchmarks/seed_runs.py                 # 3 repeats each, about 15 minutes here
+    python benchmarks/seed_runs.py --smoke         # 1 epoch, 2000 images: keeps the script working
+
+For each experiment, one after another and repeated, in fresh processes on this machine:
+- baseline: the notes' script (plain Keras, float64 arrays from /255, `model.fit` defaults);
+- pipeline: `python -m pipeline experiment=<preset>` with MLflow logging and the report, into
+  a temporary SQLite store;
+- pipeline, tracking off: the same with `tracking.enabled=false` and every report figure off,
+  to measure what logging and the report cost.
+Prints a table of min and median seconds and their ratios, and writes it all as JSON.
+Needs PIPELINE_DATA_DIR (the folder with mnist/ and fashion-mnist/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+EXPERIMENTS = {
+    "linear_mnist": ("notes_linear_mnist.py", "seed_linear_mnist"),
+    "ann_fashion": ("notes_ann_fashion.py", "seed_ann_fashion"),
+}
+REPORT_OFF = [
+    f"report.{k}=false"
+    for k in ("samples", "learning_curves", "predictions", "confusion_matrix", "mistakes")
+] + ["report.weights=false", "report.html=false"]
+SMOKE = {"epochs": 1, "limit": 2000}
+
+
+def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
+    """Run `cmd` to completion, output to `log`; return its wall seconds (start to exit)."""
+    start = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed with exit code {proc.returncode}; see {log}")
+    return seconds
+
+
+def baseline(script: str, work: Path, tag: str, smoke: bool) -> dict:
+    out = work / tag
+    out.mkdir()
+    env = {**os.environ, "BENCH_OUT": str(out), "BENCH_RESULT": str(out / "result.json")}
+    if smoke:
+        env |= {"BENCH_EPOCHS": str(SMOKE["epochs"]), "BENCH_LIMIT": str(SMOKE["limit"])}
+    seconds = timed([sys.executable, str(HERE / script)], env, out / "log.txt")
+    return {"process_seconds": seconds, **json.loads((out / "result.json").read_text())}
+
+
+def pipeline(preset: str, work: Path, tag: str, smoke: bool, tracking: bool) -> dict:
+    out = work / tag
+    cmd = [sys.executable, "-m", "pipeline", f"experiment={preset}", f"hydra.run.dir={out}"]
+    if smoke:
+        cmd += [f"trainer.epochs={SMOKE['epochs']}", f"dataset.limit={SMOKE['limit']}"]
+    if not tracking:
+        cmd += ["tracking.enabled=false", *REPORT_OFF]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    seconds = timed(cmd, env, work / f"{tag}.log")
+    metrics = json.loads((out / "metrics.json").read_text())
+    timings = json.loads((out / "timings.json").read_text())
+    return {
+        "process_seconds": seconds,
+        "fit_seconds": metrics["fit_seconds"],
+        "after_fit_seconds": timings["after_fit_seconds"],
+        "val_accuracy": metrics.get("val_accuracy"),
+        "test_accuracy": metrics["test_accuracy"],
+    }
+
+
+def summary(samples: list[dict], key: str) -> dict:
+    values = [s[key] for s in samples if s.get(key) is not None]
+    if not values:
+        return {"min": None, "median": None}
+    return {"min": min(values), "median": statistics.median(values)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="1 epoch, 2000 images, 1 repeat")
+    parser.add_argument("--only", choices=sorted(EXPERIMENTS), action="append")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "seed_runs.json")
+    args = parser.parse_args()
+    if "PIPELINE_DATA_DIR" not in os.environ:
+        sys.exit("set PIPELINE_DATA_DIR to the folder holding mnist/ and fashion-mnist/")
+    repeats = 1 if args.smoke else args.repeats
+    results: dict = {"smoke": args.smoke, "repeats": repeats, "experiments": {}}
+    with tempfile.TemporaryDirectory(prefix="seed-runs-") as tmp:
+        work = Path(tmp)
+        # The store's tables are created once, not inside a timed run.
+        pipeline_warm = [
+            sys.executable,
+            "-c",
+            "import mlflow; mlflow.MlflowClient().search_experiments()",
+        ]
+        timed(
+            pipeline_warm,
+            {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
+            work / "warm.log",
+        )
+        for name in args.only or EXPERIMENTS:
+            script, preset = EXPERIMENTS[name]
+            runs: dict[str, list[dict]] = {"baseline": [], "pipeline": [], "pipeline_off": []}
+            for i in range(repeats):
+                # Interleaved, so that a slow spell of the machine touches all three alike.
+                runs["baseline"].append(baseline(script, work, f"{name}-base-{i}", args.smoke))
+                runs["pipeline"].append(pipeline(preset, work, f"{name}-on-{i}", args.smoke, True))
+                runs["pipeline_off"].append(
+                    pipeline(preset, work, f"{name}-off-{i}", args.smoke, False)
+                )
+                print(f"{name} repeat {i + 1}/{repeats} done", file=sys.stderr, flush=True)
+            stats = {
+                kind: {k: summary(samples, k) for k in samples[0]} for kind, samples in runs.items()
+            }
+            base, pipe, off = stats["baseline"], stats["pipeline"], stats["pipeline_off"]
+            ratios = {
+                "fit": pipe["fit_seconds"]["median"] / base["fit_seconds"]["median"],
+                "process": pipe["process_seconds"]["median"] / base["process_seconds"]["median"],
+                # What logging and the report add, as a share of the pipeline's fit time.
+                "tracking_fit": (pipe["fit_seconds"]["median"] - off["fit_seconds"]["median"])
+                / off["fit_seconds"]["median"],
+                "tracking_process": (
+                    pipe["process_seconds"]["median"] - off["process_seconds"]["median"]
+                )
+                / pipe["fit_seconds"]["median"],
+            }
+            accuracy_gap = {
+                k: (pipe[k]["median"] - base[k]["median"]) * 100
+                for k in ("val_accuracy", "test_accuracy")
+                if base[k]["median"] is not None and pipe[k]["median"] is not None
+            }
+            results["experiments"][name] = {
+                "runs": runs,
+                "stats": stats,
+                "ratios": ratios,
+                "accuracy_gap_points": accuracy_gap,
+            }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+def table(results: dict) -> str:
+    def f(x, spec=".2f"):
+        return "-" if x is None else format(x, spec)
+
+    lines = [
+        f"{'experiment':<14}{'run':<14}{'fit s min/med':>16}{'process s min/med':>20}"
+        f"{'val acc':>9}{'test acc':>9}",
+    ]
+    for name, exp in results["experiments"].items():
+        for kind, st in exp["stats"].items():
+            lines.append(
+                f"{name:<14}{kind:<14}"
+                f"{f(st['fit_seconds']['min']):>7} / {f(st['fit_seconds']['median']):<6}"
+                f"{f(st['process_seconds']['min']):>10} / {f(st['process_seconds']['median']):<7}"
+                f"{f(st['val_accuracy']['median'], '.4f'):>9}"
+                f"{f(st['test_accuracy']['median'], '.4f'):>9}"
+            )
+        r, gap = exp["ratios"], exp["accuracy_gap_points"]
+        lines.append(
+            f"{'':<14}ratios (medians): fit {r['fit']:.3f}, process {r['process']:.3f}; "
+            f"tracking+report add {100 * r['tracking_fit']:+.1f}% to fit, "
+            f"{100 * r['tracking_process']:.1f}% of fit to the process; "
+            + ", ".join(f"{k} {v:+.2f} pts" for k, v in gap.items())
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
