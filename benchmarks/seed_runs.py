@@ -36,6 +36,7 @@ REPORT_OFF = [
     for k in ("samples", "learning_curves", "predictions", "confusion_matrix", "mistakes")
 ] + ["report.weights=false", "report.html=false"]
 SMOKE = {"epochs": 1, "limit": 2000}
+SEED = 42  # the pipeline's default seed, given to the baseline too
 
 
 def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
@@ -52,7 +53,12 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
 def baseline(script: str, work: Path, tag: str, smoke: bool) -> dict:
     out = work / tag
     out.mkdir()
-    env = {**os.environ, "BENCH_OUT": str(out), "BENCH_RESULT": str(out / "result.json")}
+    env = {
+        **os.environ,
+        "BENCH_OUT": str(out),
+        "BENCH_RESULT": str(out / "result.json"),
+        "BENCH_SEED": str(SEED),
+    }
     if smoke:
         env |= {"BENCH_EPOCHS": str(SMOKE["epochs"]), "BENCH_LIMIT": str(SMOKE["limit"])}
     seconds = timed([sys.executable, str(HERE / script)], env, out / "log.txt")

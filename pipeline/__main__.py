@@ -1,19 +1,27 @@
 """Entry point: ``python -m pipeline [overrides]``; ``-m`` for a sweep.
 
 Kept thin so that ``--help`` and ``--cfg job`` answer without importing TensorFlow or MLflow.
+Errors a user can fix (a bad override, bad data, an unreachable store) are reported on one
+line with exit code 1; ``HYDRA_FULL_ERROR=1`` shows the full traceback instead. Ctrl-C and
+SIGTERM end the job with exit code 130, its MLflow run marked KILLED.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import register
+from pipeline.config import register, to_config
 from pipeline.errors import PipelineError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -26,16 +34,78 @@ register()
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one job and return its objective (validation accuracy, else test accuracy)."""
-    from pipeline.run import run_from_hydra
-
     try:
+        to_config(cfg)  # a bad value fails here, before TensorFlow or MLflow are imported
+        from pipeline.run import run_from_hydra
+
         return run_from_hydra(cfg)
     except PipelineError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        # In a sweep the other jobs go on; Hydra reports the failed ones when all are done.
+        if HydraConfig.get().mode == RunMode.MULTIRUN or _full_error():
             raise
-        log.error("%s", exc)
+        sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
 
 
+def _full_error() -> bool:
+    return os.environ.get("PIPELINE_USER_FULL_ERROR") == "1"
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages as one line, without search paths."""
+    text = str(exc)
+    if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in text:
+        text += "\n" + str(exc.__cause__)
+    parts: list[str] = []
+    options: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(("Config search path", "See https://hydra.cc")):
+            break
+        # Hydra's hint to append with `+` would add a key that nothing reads.
+        skip = ("full_key:", "object_type=", "reference_type=", "To append to your config")
+        if not line or line.startswith(skip):
+            continue
+        if raw.startswith("\t") and parts and parts[-1].startswith("Available options"):
+            options.append(line)
+            continue
+        parts.append(line.rstrip("."))
+    if options:
+        idx = next(i for i, p in enumerate(parts) if p.startswith("Available options"))
+        parts[idx] = f"{parts[idx]} {', '.join(options)}"
+    return "; ".join(parts)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def cli() -> None:
+    """Hydra's main, with a user's errors on one line and interruptions closing the runs."""
+    from pipeline.sweep import close_open_parents
+
+    # Hydra prints composition errors over several lines and exits; with its full-error mode
+    # the exception reaches this function instead, which prints it on one.
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        os.environ["PIPELINE_USER_FULL_ERROR"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        main()
+    except KeyboardInterrupt:
+        close_open_parents("KILLED")
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except (PipelineError, HydraException, OmegaConfBaseException) as exc:
+        close_open_parents("FAILED")
+        if _full_error():
+            raise
+        sys.stderr.write(f"error: {one_line(exc)}\n")
+        sys.exit(1)
+    except BaseException:
+        close_open_parents("FAILED")
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()

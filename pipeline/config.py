@@ -193,13 +193,9 @@ class Config:
 
 
 def register() -> None:
-    """Register the schemas; config.yaml and the group files are checked against them."""
+    """Register the schema; config.yaml and every group file are checked against it."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
-    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
 
 
 def to_config(cfg: DictConfig) -> Config:

@@ -15,3 +15,19 @@ class DataError(PipelineError):
 
 class TrackingError(PipelineError):
     """The MLflow tracking store cannot be reached or written."""
+
+
+class TrainingError(PipelineError):
+    """Training cannot go on, e.g. the loss diverged; `tags` say where, for the run record."""
+
+    def __init__(self, message: str, tags: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.tags = dict(tags or {})
+
+
+class StageError(RuntimeError):
+    """A stage failed after training; names the stage. (Not a user error: keeps its traceback.)"""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"stage {stage} failed: {type(cause).__name__}: {cause}")
+        self.tags = {"failed_stage": stage}

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import tracking
 from pipeline._tf import keras, tf
 from pipeline.config import Config, to_config
+from pipeline.errors import StageError
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, set_threads, steps_per_execution
@@ -41,6 +42,15 @@ def _folder(path: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="pipeline-run-") as tmp:
         yield Path(tmp)
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Name the stage in any unexpected error raised inside (the run records it)."""
+    try:
+        yield
+    except Exception as exc:
+        raise StageError(name, exc) from exc
 
 
 def _experiment(conf: Config, parent_run_id: str | None) -> str | None:
@@ -103,11 +113,13 @@ def run(
     started = time.perf_counter()
     conf = to_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    experiment_id = _experiment(conf, parent_run_id)
+    if conf.tracking.enabled:  # an unreachable store fails now, in seconds, writing nothing
+        tracking.check_store(tracking.resolve_uri(conf.tracking.uri))
 
-    # Data problems surface here, before a run is opened, so they leave the store untouched.
+    # Data problems surface here, before anything is written to the store.
     ds = load(conf.dataset)
     splits = preprocess(ds, conf.trainer.validation_split)
+    experiment_id = _experiment(conf, parent_run_id)
 
     set_threads(conf.trainer)
     keras.utils.set_random_seed(conf.seed)
@@ -142,7 +154,6 @@ def run(
             early = pool.submit(lambda: _write_artifacts(data_figures(conf.report, ds, title), out))
             fit_started = time.perf_counter()
             history = fit(conf.trainer, model, splits, rec.callbacks())
-            written = early.result()
         fit_ended = time.perf_counter()
         metrics = evaluate(model, splits.test, ds.class_names)
         final = {k: v[-1] for k, v in history.metrics.items()}
@@ -153,31 +164,6 @@ def run(
         }
         # Metrics, weights and model are recorded before the report, which cannot lose them.
         rec.metrics({k: final[k] for k in ("test_loss", "test_accuracy", "fit_seconds")})
-        weights = named_weights(model)
-        np.savez(out / "weights.npz", **weights)
-        (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-        rec.files([out / "model_summary.txt", out / "weights.npz", out / "metrics.json"])
-        if conf.tracking.log_model:
-            rec.keras_model(model, splits.test.x[:5])
-
-        results = result_artifacts(
-            conf.report, ds, history, metrics, weights, conf.model.name, title
-        )
-        written |= _write_artifacts(results, out)
-        rec.folder(out / "plots", "plots")
-        texts = [out / name for name, item in written.items() if isinstance(item, str)]
-        if conf.report.html:
-            settings = tracking.flatten(resolved)
-            (out / "report.html").write_text(render_html(title, settings, final, written))
-            texts.append(out / "report.html")
-        rec.files(texts)
-        # Where the time went (read by benchmarks/seed_runs.py).
-        timings = {
-            "before_fit_seconds": fit_started - started,
-            "fit_seconds": history.fit_seconds,
-            "after_fit_seconds": time.perf_counter() - fit_ended,
-        }
-        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
         rec.metrics(
             {
                 f"test_f1_{name}": metrics.report[name]["f1-score"]
@@ -185,6 +171,33 @@ def run(
                 if name in metrics.report
             }
         )
+        weights = named_weights(model)
+        np.savez(out / "weights.npz", **weights)
+        (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+        rec.files([out / "model_summary.txt", out / "weights.npz", out / "metrics.json"])
+        if conf.tracking.log_model:
+            rec.keras_model(model, splits.test.x[:5])
+
+        with _stage("report"):
+            written = early.result()
+            results = result_artifacts(
+                conf.report, ds, history, metrics, weights, conf.model.name, title
+            )
+            written |= _write_artifacts(results, out)
+            rec.folder(out / "plots", "plots")
+            texts = [out / name for name, item in written.items() if isinstance(item, str)]
+            if conf.report.html:
+                settings = tracking.flatten(resolved)
+                (out / "report.html").write_text(render_html(title, settings, final, written))
+                texts.append(out / "report.html")
+            rec.files(texts)
+        # Where the time went (read by benchmarks/seed_runs.py).
+        timings = {
+            "before_fit_seconds": fit_started - started,
+            "fit_seconds": history.fit_seconds,
+            "after_fit_seconds": time.perf_counter() - fit_ended,
+        }
+        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
 
     log.info(
         "done: %s (files in %s)",

@@ -12,6 +12,15 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+# Parent runs opened in this process and not yet closed, for `close_open_parents`.
+_OPEN: list[MlflowSweepCallback] = []
+
+
+def close_open_parents(status: str) -> None:
+    """Close the parent run of a sweep that stopped early (error or interruption)."""
+    for callback in list(_OPEN):
+        callback.close(status)
+
 
 class MlflowSweepCallback(Callback):
     """Creates the parent run when a multirun starts and closes it when the multirun ends.
@@ -45,15 +54,16 @@ class MlflowSweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_RUN_FILE).write_text(self.run_id)
         log.info("MLflow parent run %s for the sweep in %s", self.run_id, sweep_dir)
-        # A sweep that stops on an exception never reaches on_multirun_end; do not leave the
-        # parent RUNNING.
-        atexit.register(self._close, "FAILED")
+        # A sweep that stops early never reaches on_multirun_end: the entry point closes the
+        # parent then, and atexit is the last resort (e.g. when called from other code).
+        _OPEN.append(self)
+        atexit.register(self.close, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self._log_comparison(Path(config.hydra.sweep.dir) / "comparison")
         finally:
-            self._close("FINISHED")
+            self.close("FINISHED")
 
     def _log_comparison(self, out_dir: Path) -> None:
         """Compare the sweep's children and log the comparison to the parent run."""
@@ -71,10 +81,13 @@ class MlflowSweepCallback(Callback):
             "comparison of %d runs logged to the parent run, written to %s", len(records), out_dir
         )
 
-    def _close(self, status: str) -> None:
+    def close(self, status: str) -> None:
+        """End the parent run with `status` (FINISHED, FAILED or KILLED) if still open."""
+        if self in _OPEN:
+            _OPEN.remove(self)
         if self.run_id is None:
             return
         from pipeline import tracking
 
-        tracking.end_parent_run(self.uri, self.run_id, status)
-        self.run_id = None
+        run_id, self.run_id = self.run_id, None
+        tracking.end_parent_run(self.uri, run_id, status)

@@ -8,6 +8,8 @@ import logging
 import os
 import re
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,15 +21,24 @@ import numpy as np
 from mlflow.entities import RunStatus
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline._tf import keras, tf
 from pipeline.config import TrackingConfig
 from pipeline.errors import TrackingError
 
 log = logging.getLogger(__name__)
+# MLflow's INFO lines (creating tables, engine options) say nothing a user acts on.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_TAG_CHARS = 5000
+# Parallel jobs share one SQLite file: wait for its lock rather than fail "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 60
+PROBE_TIMEOUT_S = 5
+# MLflow's own HTTP client retries for minutes by default; a dead server should show in seconds.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def default_uri() -> str:
@@ -40,13 +51,58 @@ def resolve_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def _connect_uri(uri: str) -> str:
+    """The URI MLflow connects with: SQLite gets a busy timeout (SQLAlchemy passes it on)."""
+    if _sqlite_path(uri) is None or "timeout=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}timeout={SQLITE_BUSY_TIMEOUT_S}"
+
+
+def check_store(uri: str) -> None:
+    """Fail in seconds, naming the store, when it cannot be reached or written.
+
+    Raises:
+        TrackingError: an HTTP server that does not answer, or a SQLite file whose folder
+            cannot be created or written.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered: a server that is up but has no /health is still up
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({reason}); start it, or point "
+                "tracking.uri / MLFLOW_TRACKING_URI elsewhere"
+            ) from exc
+    db = _sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(
+                f"cannot create the tracking store's folder {folder}: {exc}"
+            ) from exc
+        if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise TrackingError(f"the tracking store {db} is not writable")
+
+
 def _artifact_location(cfg: TrackingConfig, uri: str, experiment: str) -> str | None:
     if cfg.artifact_location:
         return cfg.artifact_location
-    if uri.startswith("sqlite:///"):
+    db = _sqlite_path(uri)
+    if db is not None:
         # MLflow would put artifacts under ./mlruns of whatever directory the first run
         # started in; keep them beside the database instead.
-        db = Path(uri.removeprefix("sqlite:///"))
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
         return (db.parent / "mlruns" / safe).as_uri()
     return None
@@ -55,18 +111,30 @@ def _artifact_location(cfg: TrackingConfig, uri: str, experiment: str) -> str | 
 def setup(cfg: TrackingConfig, default_experiment: str) -> str:
     """Point MLflow at the configured store and return the experiment's id, creating it if new."""
     uri = resolve_uri(cfg.uri)
-    mlflow.set_tracking_uri(uri)
+    check_store(uri)
+    mlflow.set_tracking_uri(_connect_uri(uri))
     name = cfg.experiment or default_experiment
-    client = MlflowClient()
     try:
+        client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
         return client.create_experiment(name, artifact_location=_artifact_location(cfg, uri, name))
-    except mlflow.exceptions.MlflowException as exc:
-        if client.get_experiment_by_name(name) is not None:  # created meanwhile by a parallel job
-            return client.get_experiment_by_name(name).experiment_id
-        raise TrackingError(f"tracking store {uri} (tracking.uri): {exc.message}") from exc
+    except (mlflow.exceptions.MlflowException, SQLAlchemyError, OSError) as exc:
+        created = _created_meanwhile(name)
+        if created is not None:
+            return created
+        message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+        raise TrackingError(f"tracking store {uri} (tracking.uri): {message}") from exc
+
+
+def _created_meanwhile(name: str) -> str | None:
+    """The id of experiment `name` if a parallel job created it after our look-up failed."""
+    try:
+        experiment = MlflowClient().get_experiment_by_name(name)
+    except (mlflow.exceptions.MlflowException, SQLAlchemyError, OSError):
+        return None
+    return experiment.experiment_id if experiment is not None else None
 
 
 def git_commit() -> str | None:
@@ -109,6 +177,9 @@ def start_run(
         _close(RunStatus.KILLED, "interrupted")
         raise
     except BaseException as exc:
+        # Errors may carry tags saying where they happened (e.g. diverged_epoch, failed_stage).
+        for key, value in getattr(exc, "tags", {}).items():
+            mlflow.set_tag(key, value)
         _close(RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     else:
@@ -272,7 +343,7 @@ def create_parent_run(
 
 
 def end_parent_run(tracking_uri: str | None, run_id: str, status: str) -> None:
-    mlflow.set_tracking_uri(resolve_uri(tracking_uri))
+    mlflow.set_tracking_uri(_connect_uri(resolve_uri(tracking_uri)))
     client = MlflowClient()
     if client.get_run(run_id).info.status == "RUNNING":
         client.set_terminated(run_id, status)
@@ -283,7 +354,7 @@ def parent_experiment_after_setup(cfg: TrackingConfig, parent_run_id: str) -> st
 
     A sweep's children share their parent's experiment, so the sweep reads as one in the UI.
     """
-    mlflow.set_tracking_uri(resolve_uri(cfg.uri))
+    mlflow.set_tracking_uri(_connect_uri(resolve_uri(cfg.uri)))
     try:
         return MlflowClient().get_run(parent_run_id).info.experiment_id
     except mlflow.exceptions.MlflowException as exc:
@@ -323,7 +394,7 @@ def _record(client: MlflowClient, run: Any) -> RunRecord:
 
 def latest_sweep(tracking_uri: str | None = None) -> str | None:
     """The id of the most recently started sweep parent run in the store, or None."""
-    mlflow.set_tracking_uri(resolve_uri(tracking_uri))
+    mlflow.set_tracking_uri(_connect_uri(resolve_uri(tracking_uri)))
     client = MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
@@ -345,7 +416,7 @@ def fetch_runs(
         TrackingError: the parent run or the experiment does not exist.
     """
     uri = resolve_uri(tracking_uri)
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(_connect_uri(uri))
     client = MlflowClient()
     filters = ["attributes.status = 'FINISHED'"]
     if parent_run_id is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from pipeline._tf import keras, tf
 from pipeline.config import TrainerConfig
+from pipeline.errors import TrainingError
 from pipeline.stages.preprocess import Splits
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def fit(
     Args:
         cfg: epochs, batch size, shuffling and progress output.
         callbacks: extra Keras callbacks (e.g. the tracking callback).
+    Raises:
+        TrainingError: the loss became NaN or infinite (training stops at that epoch).
     """
     timer = _EpochTimer()
     validation = (splits.val.x, splits.val.y) if splits.val is not None else None
@@ -98,9 +101,17 @@ def fit(
         validation_batch_size=EVAL_BATCH_SIZE,
         shuffle=cfg.shuffle,
         verbose=cfg.verbose,
-        callbacks=[timer, *callbacks],
+        # Stops at the first non-finite loss instead of training on garbage.
+        callbacks=[timer, keras.callbacks.TerminateOnNaN(), *callbacks],
     )
     fit_seconds = time.perf_counter() - start
     metrics = {k: tuple(float(v) for v in vals) for k, vals in keras_history.history.items()}
+    losses = metrics.get("loss", ())
+    if losses and not math.isfinite(losses[-1]):
+        raise TrainingError(
+            f"training diverged at epoch {len(losses)}: the loss became {losses[-1]}; "
+            "try a lower optimizer.learning_rate",
+            tags={"diverged_epoch": str(len(losses)), "diverged_loss": str(losses[-1])},
+        )
     log.info("fit: %d epochs in %.1f s", len(timer.seconds), fit_seconds)
     return History(metrics=metrics, epoch_seconds=tuple(timer.seconds), fit_seconds=fit_seconds)

@@ -1,0 +1,34 @@
+"""The benchmark script keeps working (its full run is by hand: see the README)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_ROOT
+
+
+def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
+    out = tmp_path / "seed_runs.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/seed_runs.py", "--smoke", "--out", str(out)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PIPELINE_DATA_DIR": str(real_data)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ratios (medians): fit" in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["smoke"] is True
+    assert set(results["experiments"]) == {"linear_mnist", "ann_fashion"}
+    for exp in results["experiments"].values():
+        assert set(exp["runs"]) == {"baseline", "pipeline", "pipeline_off"}
+        for kind in exp["runs"].values():
+            (sample,) = kind
+            assert sample["process_seconds"] > sample["fit_seconds"] > 0
+            assert 0.05 < sample["test_accuracy"] <= 1
+        assert exp["ratios"]["fit"] > 0 and exp["ratios"]["process"] > 0
+    linear = results["experiments"]["linear_mnist"]["stats"]
+    assert linear["pipeline"]["val_accuracy"]["median"] is not None

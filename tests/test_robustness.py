@@ -1,0 +1,429 @@
+"""Bad input, faults during a run, interruption, reproducibility and parallel sweeps."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+import pipeline.run as run_module
+from pipeline._tf import keras
+from pipeline.config import to_config
+from pipeline.errors import DataError, StageError, TrainingError
+from pipeline.run import run
+from pipeline.stages.load import load
+from tests.conftest import (
+    PROJECT_ROOT,
+    TINY_FILES,
+    make_config,
+    tiny_arrays,
+    tiny_overrides,
+    write_idx,
+    write_tiny_dataset,
+)
+
+
+def cli(args, env=None, timeout=300, cwd=PROJECT_ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def runs_in(uri):
+    """Every run in the store (none if the store was never created)."""
+    path = uri.removeprefix("sqlite:///")
+    if not os.path.exists(path):
+        return []
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
+
+
+def init_store(uri):
+    """Create the store's tables now: a poller and the job migrating it at once would race."""
+    MlflowClient(uri).search_experiments()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_one_line_error(out, *names):
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, out.stderr
+    assert errors[0].startswith("error: ")
+    for name in names:
+        assert name in errors[0], (name, errors[0])
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+# --- bad config: one line naming the key, exit 1, nothing in the store ----------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["model=cnn"], ["model/cnn", "ann, linear"]),
+        (["optimizer=adagrad"], ["optimizer/adagrad", "adam, sgd"]),
+        (["trainer.epoch=3"], ["trainer.epoch"]),
+        (["trainer.epochs=abc"], ["trainer.epochs=abc"]),
+        (["trainer.epochs=0"], ["trainer.epochs=0"]),
+        (["trainer.batch_size=0"], ["trainer.batch_size=0"]),
+        (["optimizer.learning_rate=0"], ["optimizer.learning_rate=0"]),
+        (["optimizer.learning_rate=-1"], ["optimizer.learning_rate=-1"]),
+        (["trainer.validation_split=1"], ["trainer.validation_split=1"]),
+        (["trainer.validation_split=-0.1"], ["trainer.validation_split=-0.1"]),
+        (["model.hidden_units=0"], ["model.hidden_units=0"]),
+        (["dataset.limit=0"], ["dataset.limit=0"]),
+    ],
+)
+def test_bad_config_is_one_line_and_touches_nothing(overrides, names, isolated_tracking, tmp_path):
+    out = cli([*overrides, f"hydra.run.dir={tmp_path / 'job'}"])
+    assert_one_line_error(out, *names)
+    assert runs_in(isolated_tracking) == []
+
+
+def test_full_traceback_on_request(tmp_path):
+    out = cli(["trainer.epochs=0", f"hydra.run.dir={tmp_path}"], env={"HYDRA_FULL_ERROR": "1"})
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr and "trainer.epochs=0" in out.stderr
+
+
+def test_split_leaving_no_training_data(tiny_data, isolated_tracking, tmp_path):
+    out = cli(
+        [*tiny_data, "dataset.limit=1", "trainer.validation_split=0.5", f"hydra.run.dir={tmp_path}"]
+    )
+    assert_one_line_error(out, "trainer.validation_split=0.5", "no training data")
+    assert not os.path.exists(isolated_tracking.removeprefix("sqlite:///"))
+
+
+# --- bad data -------------------------------------------------------------------------------
+
+
+def test_bad_data_file_is_one_line_naming_it(tmp_path, isolated_tracking):
+    root = tmp_path / "data"
+    digests = {}
+    arrays = tiny_arrays(40, 10)
+    for role, fname in TINY_FILES.items():
+        digests[role] = write_idx(root / "mnist" / fname, arrays[role])
+    bad = root / "mnist" / TINY_FILES["test_images"]
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    out = cli([*tiny_overrides(root, digests), f"hydra.run.dir={tmp_path / 'job'}"])
+    assert_one_line_error(out, str(bad))
+    assert not os.path.exists(isolated_tracking.removeprefix("sqlite:///"))
+
+
+def test_missing_data_dir_is_one_line(tmp_path, isolated_tracking):
+    out = cli([f"dataset.path={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'job'}"])
+    assert_one_line_error(out, "dataset.path", str(tmp_path / "nowhere"))
+    assert runs_in(isolated_tracking) == []
+
+
+def test_one_missing_file_names_it_and_where_it_looked(tmp_path):
+    root = tmp_path / "data"
+    digests = write_tiny_dataset(root)
+    (root / "mnist" / TINY_FILES["train_labels"]).unlink()
+    overrides = [
+        *tiny_overrides(root, digests),
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        f"dataset.mirrors=[http://127.0.0.1:{closed_port()}/]",
+    ]
+    with pytest.raises(DataError, match=r"cannot get train-labels-idx1-ubyte\.gz"):
+        load(to_config(make_config(overrides)).dataset)
+
+
+# --- tracking store ----------------------------------------------------------------------------
+
+
+def test_unreachable_server_fails_in_seconds_before_data(tmp_path):
+    start = time.monotonic()
+    out = cli(
+        [
+            f"tracking.uri=http://127.0.0.1:{closed_port()}",
+            f"dataset.path={tmp_path / 'nowhere'}",  # reached only if tracking were skipped
+            f"hydra.run.dir={tmp_path / 'job'}",
+        ]
+    )
+    elapsed = time.monotonic() - start
+    assert_one_line_error(out, "tracking server http://127.0.0.1", "unreachable")
+    assert elapsed < 60  # MLflow's own retries would take minutes
+
+
+def test_store_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = cli([f"tracking.uri=sqlite:///{blocker}/mlflow.db", f"hydra.run.dir={tmp_path / 'job'}"])
+    assert_one_line_error(out, str(blocker))
+
+
+# --- faults during a run --------------------------------------------------------------------
+
+
+def test_too_high_learning_rate_fails_the_run(tiny_data, isolated_tracking):
+    cfg = make_config(
+        [*tiny_data, "optimizer.learning_rate=1e37", "trainer.epochs=20", "trainer.verbose=0"]
+    )
+    with pytest.raises(TrainingError, match=r"diverged at epoch 1: the loss became (inf|nan)"):
+        run(cfg)
+    (r,) = runs_in(isolated_tracking)
+    assert r.info.status == "FAILED"
+    assert r.data.tags["diverged_epoch"] == "1"
+
+
+class PoisonAfter(keras.callbacks.Callback):
+    """Fault injection: makes the weights NaN once `epochs` epochs are done."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            kernel = self.model.get_layer("dense").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
+
+
+def test_divergence_mid_run_stops_at_once_and_keeps_earlier_epochs(
+    tiny_data, isolated_tracking, monkeypatch
+):
+    real_fit = run_module.fit
+    monkeypatch.setattr(
+        run_module,
+        "fit",
+        lambda cfg, model, splits, cbs: real_fit(cfg, model, splits, [*cbs, PoisonAfter(2)]),
+    )
+    cfg = make_config([*tiny_data, "trainer.epochs=20", "trainer.verbose=0"])
+    with pytest.raises(TrainingError, match="diverged at epoch 3: the loss became nan"):
+        run(cfg)
+    (r,) = runs_in(isolated_tracking)
+    assert r.info.status == "FAILED"
+    assert r.data.tags["diverged_epoch"] == "3"  # stopped at once, not after 20 epochs
+    assert "diverged at epoch 3" in r.data.tags["error"]
+    history = MlflowClient(isolated_tracking).get_metric_history(r.info.run_id, "loss")
+    finite = sorted(m.step for m in history if np.isfinite(m.value))
+    assert finite == [1, 2]
+
+
+def test_report_failure_keeps_model_and_metrics(tiny_data, isolated_tracking, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("cannot draw")
+
+    monkeypatch.setattr(run_module, "result_artifacts", broken)
+    with pytest.raises(StageError, match="stage report failed: ValueError: cannot draw"):
+        run(make_config([*tiny_data, "trainer.epochs=1", "trainer.verbose=0"]))
+    (r,) = runs_in(isolated_tracking)
+    assert r.info.status == "FAILED"
+    assert r.data.tags["failed_stage"] == "report"
+    assert "test_accuracy" in r.data.metrics
+    model = mlflow.keras.load_model(f"runs:/{r.info.run_id}/model")
+    assert model.predict(np.zeros((1, 28, 28), np.uint8), verbose=0).shape == (1, 10)
+
+
+def _wait_for_epochs(uri, n, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        for r in runs_in(uri):
+            if r.info.status == "RUNNING":
+                hist = MlflowClient(uri).get_metric_history(r.info.run_id, "loss")
+                if len(hist) >= n:
+                    return r
+        time.sleep(0.3)
+    raise AssertionError("no epochs logged in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_during_fit_kills_the_run_and_keeps_epochs(
+    sig, tiny_data, isolated_tracking, tmp_path
+):
+    init_store(isolated_tracking)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            *tiny_data,
+            "trainer.epochs=100000",
+            "trainer.verbose=0",
+            f"hydra.run.dir={tmp_path / 'job'}",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        r = _wait_for_epochs(isolated_tracking, 3, proc)
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        assert time.monotonic() - sent < 5
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    run_after = MlflowClient(isolated_tracking).get_run(r.info.run_id)
+    assert run_after.info.status == "KILLED"
+    steps = [
+        m.step for m in MlflowClient(isolated_tracking).get_metric_history(r.info.run_id, "loss")
+    ]
+    assert len(steps) >= 3 and sorted(steps) == list(range(1, len(steps) + 1))
+
+
+def test_interrupted_sweep_keeps_parent_and_finished_children(
+    tiny_data, isolated_tracking, tmp_path
+):
+    init_store(isolated_tracking)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "-m",
+            *tiny_data,
+            "trainer.epochs=2,100000",
+            "trainer.verbose=0",
+            "tracking.log_model=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            finished = [r for r in runs_in(isolated_tracking) if r.info.status == "FINISHED"]
+            running = [
+                r
+                for r in runs_in(isolated_tracking)
+                if r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags
+            ]
+            if finished and running:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    by_status = {}
+    for r in runs_in(isolated_tracking):
+        kind = "child" if "mlflow.parentRunId" in r.data.tags else "parent"
+        by_status.setdefault(kind, []).append(r.info.status)
+    assert by_status["parent"] == ["KILLED"]
+    assert sorted(by_status["child"]) == ["FINISHED", "KILLED"]
+
+
+# --- reproducibility ----------------------------------------------------------------------------
+
+
+def _curves(uri, run_id):
+    client = MlflowClient(uri)
+    return {
+        name: [
+            m.value for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)
+        ]
+        for name in ("loss", "accuracy", "val_loss", "val_accuracy")
+    }
+
+
+def test_same_seed_same_curves_other_seed_other_curves(tiny_data, isolated_tracking):
+    results = []
+    for seed in (7, 7, 8):
+        run(
+            make_config(
+                [
+                    *tiny_data,
+                    "trainer.epochs=3",
+                    "trainer.verbose=0",
+                    "optimizer=adam",
+                    "model=ann",
+                    f"seed={seed}",
+                    "tracking.log_model=false",
+                ]
+            )
+        )
+    runs = sorted(runs_in(isolated_tracking), key=lambda r: r.info.start_time)
+    for r in runs:
+        results.append((_curves(isolated_tracking, r.info.run_id), r.data.metrics["test_accuracy"]))
+    assert results[0] == results[1]  # to the last digit
+    assert results[0][0]["loss"] != results[2][0]["loss"]
+
+
+# --- parallel sweep on one SQLite store -----------------------------------------------------------
+
+
+def test_parallel_sweep_records_every_job(tiny_data, isolated_tracking, tmp_path):
+    out = cli(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=4",
+            *tiny_data,
+            "seed=1,2,3,4,5,6,7,8",
+            "trainer.epochs=1",
+            "trainer.verbose=0",
+            "tracking.log_model=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        timeout=600,
+    )
+    said = out.stdout + out.stderr
+    assert out.returncode == 0, said[-3000:]
+    assert "database is locked" not in said
+    runs = runs_in(isolated_tracking)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 8
+    assert {r.data.params["seed"] for r in children} == {str(i) for i in range(1, 9)}
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+
+
+# --- security -----------------------------------------------------------------------------
+
+
+def test_ui_listens_on_loopback_only():
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    ui = [line for line in makefile.splitlines() if "mlflow ui" in line]
+    assert ui and all("--host 127.0.0.1" in line for line in ui)
+
+
+def test_model_is_keras_format_and_loads_in_safe_mode(tiny_data, isolated_tracking, tmp_path):
+    run(
+        make_config([*tiny_data, "trainer.epochs=1", "trainer.verbose=0"]),
+        output_dir=tmp_path / "job",
+    )
+    (r,) = runs_in(isolated_tracking)
+    local = mlflow.artifacts.download_artifacts(
+        f"runs:/{r.info.run_id}/model", dst_path=str(tmp_path / "m")
+    )
+    saved = [p.name for p in Path(local).rglob("*") if p.is_file()]
+    assert "model.keras" in saved
+    assert not any(name.endswith((".pkl", ".pickle", ".h5")) for name in saved)
+    model = mlflow.keras.load_model(
+        f"runs:/{r.info.run_id}/model", load_model_kwargs={"safe_mode": True}
+    )
+    assert model.count_params() == 7850
+    with np.load(tmp_path / "job" / "weights.npz", allow_pickle=False) as weights:
+        assert weights["dense/kernel"].shape == (784, 10)
+    json.loads((tmp_path / "job" / "metrics.json").read_text())
