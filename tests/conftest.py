@@ -81,6 +81,21 @@ def tiny_arrays(n_train: int = 200, n_test: int = 50, seed: int = 0) -> dict[str
     return out
 
 
+def tiny_dataset(n_train=100, n_test=30, class_names=tuple("abcdefghij")):
+    """A loaded-looking Dataset of tiny_arrays, for stage tests."""
+    from pipeline.stages.load import Dataset
+
+    a = tiny_arrays(n_train=n_train, n_test=n_test)
+    return Dataset(
+        name="tiny",
+        train_x=a["train_images"],
+        train_y=a["train_labels"],
+        test_x=a["test_images"],
+        test_y=a["test_labels"],
+        class_names=tuple(class_names),
+    )
+
+
 def write_tiny_dataset(root: Path, dirname: str = "mnist", **kwargs) -> dict[str, str]:
     """Write the four tiny IDX files under root/dirname; return role -> SHA-256."""
     arrays = tiny_arrays(**kwargs)

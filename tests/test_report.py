@@ -16,9 +16,8 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from pipeline.config import ReportConfig
 from pipeline.stages.evaluate import Metrics
 from pipeline.stages.fit import History
-from pipeline.stages.load import Dataset
 from pipeline.stages.report import render_html, report
-from tests.conftest import tiny_arrays
+from tests import conftest
 
 NAMES = (
     "T-shirt/top",
@@ -49,16 +48,8 @@ SWITCHES = {
 ALL_ARTIFACTS = set().union(*SWITCHES.values())
 
 
-def tiny_dataset(class_names=NAMES) -> Dataset:
-    a = tiny_arrays(n_train=30, n_test=20)
-    return Dataset(
-        name="tiny",
-        train_x=a["train_images"],
-        train_y=a["train_labels"],
-        test_x=a["test_images"],
-        test_y=a["test_labels"],
-        class_names=tuple(class_names),
-    )
+def tiny_dataset(class_names=NAMES):
+    return conftest.tiny_dataset(n_train=30, n_test=20, class_names=class_names)
 
 
 def wrong_label(true: int) -> int:

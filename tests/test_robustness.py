@@ -57,6 +57,17 @@ def init_store(uri):
     MlflowClient(uri).search_experiments()
 
 
+def start_pipeline(args):
+    """`python -m pipeline ARGS` in the background, its stderr kept for failures."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -253,20 +264,13 @@ def test_interrupt_during_fit_kills_the_run_and_keeps_epochs(
     sig, tiny_data, isolated_tracking, tmp_path
 ):
     init_store(isolated_tracking)
-    proc = subprocess.Popen(
+    proc = start_pipeline(
         [
-            sys.executable,
-            "-m",
-            "pipeline",
             *tiny_data,
             "trainer.epochs=100000",
             "trainer.verbose=0",
             f"hydra.run.dir={tmp_path / 'job'}",
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        ]
     )
     try:
         r = _wait_for_epochs(isolated_tracking, 3, proc)
@@ -289,22 +293,15 @@ def test_interrupted_sweep_keeps_parent_and_finished_children(
     tiny_data, isolated_tracking, tmp_path
 ):
     init_store(isolated_tracking)
-    proc = subprocess.Popen(
+    proc = start_pipeline(
         [
-            sys.executable,
-            "-m",
-            "pipeline",
             "-m",
             *tiny_data,
             "trainer.epochs=2,100000",
             "trainer.verbose=0",
             "tracking.log_model=false",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        ]
     )
     try:
         deadline = time.monotonic() + 180

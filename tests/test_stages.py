@@ -9,22 +9,8 @@ from pipeline.errors import ConfigError
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, steps_per_execution
-from pipeline.stages.load import Dataset
 from pipeline.stages.preprocess import Split, preprocess
-from tests.conftest import tiny_arrays
-
-
-def tiny_dataset(n_train=100, n_test=30) -> Dataset:
-    a = tiny_arrays(n_train=n_train, n_test=n_test)
-    return Dataset(
-        name="tiny",
-        train_x=a["train_images"],
-        train_y=a["train_labels"],
-        test_x=a["test_images"],
-        test_y=a["test_labels"],
-        class_names=tuple("abcdefghij"),
-    )
-
+from tests.conftest import tiny_dataset
 
 # --- preprocess ---------------------------------------------------------------------------
 
