@@ -39,6 +39,17 @@ def real_data() -> Path:
     return found
 
 
+def require_system(found: object, what: str) -> None:
+    """Skip a `system` test whose program is missing, or fail it where CI requires them all
+    (PIPELINE_REQUIRE_SYSTEM=1, set by .ci/run after installing them)."""
+    if found:
+        return
+    message = f"{what} is not installed (.ci/run installs it from Debian's packages)"
+    if os.environ.get("PIPELINE_REQUIRE_SYSTEM") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def make_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose the project's config as `python -m pipeline <overrides>` would."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
