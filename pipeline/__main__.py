@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import register, to_config
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, SweepAborted
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -96,6 +96,12 @@ def cli() -> None:
         close_open_parents("KILLED")
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except SweepAborted as exc:
+        close_open_parents("FAILED")
+        if _full_error():
+            raise exc.error from None
+        sys.stderr.write(f"error: {exc.error}\n")
+        sys.exit(1)
     except (PipelineError, HydraException, OmegaConfBaseException) as exc:
         close_open_parents("FAILED")
         if _full_error():

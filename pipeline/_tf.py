@@ -8,6 +8,7 @@ say nothing a user can act on. Modules take `keras` and `tf` from here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -30,5 +31,16 @@ def stderr_silenced() -> Iterator[None]:
 with stderr_silenced():
     import keras
     import tensorflow as tf
+
+
+class _NoRetracingNote(logging.Filter):
+    """A sweep run in one process builds one model per job, and TensorFlow then warns that its
+    functions are traced again: expected, and nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_NoRetracingNote())
 
 __all__ = ["keras", "tf"]

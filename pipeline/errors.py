@@ -31,3 +31,12 @@ class StageError(RuntimeError):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"stage {stage} failed: {type(cause).__name__}: {cause}")
         self.tags = {"failed_stage": stage}
+
+
+class SweepAborted(BaseException):
+    """Carries a PipelineError out of a Hydra callback, which turns any Exception into a
+    warning and goes on; the entry point reports `error` on one line and exits 1."""
+
+    def __init__(self, error: PipelineError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -10,6 +10,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.errors import ConfigError, PipelineError, SweepAborted
+
 log = logging.getLogger(__name__)
 
 # Parent runs opened in this process and not yet closed, for `close_open_parents`.
@@ -20,6 +22,20 @@ def close_open_parents(status: str) -> None:
     """Close the parent run of a sweep that stopped early (error or interruption)."""
     for callback in list(_OPEN):
         callback.close(status)
+
+
+SEARCH_RESULT_FILE = "optimization_results.yaml"
+
+
+def _check_search(config: DictConfig) -> None:
+    """A sweeper that optimises (Optuna) maximises validation accuracy: there must be some,
+    or the search would be tuned on the test set."""
+    optimises = OmegaConf.select(config, "hydra.sweeper.direction") is not None
+    if optimises and not OmegaConf.select(config, "trainer.validation_split"):
+        raise ConfigError(
+            "trainer.validation_split=0 cannot be used in a hyperparameter search: it maximises "
+            "validation accuracy, so it needs a validation split > 0"
+        )
 
 
 class MlflowSweepCallback(Callback):
@@ -35,16 +51,27 @@ class MlflowSweepCallback(Callback):
         self.uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A bad setting or an unreachable store stops the sweep before its first job.
+        try:
+            self._start(config)
+        except PipelineError as exc:
+            raise SweepAborted(exc) from exc
+
+    def _start(self, config: DictConfig) -> None:
         from pipeline import tracking
         from pipeline.run import PARENT_RUN_FILE
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        _check_search(config)
+        if not OmegaConf.select(config, "tracking.enabled", default=True):
+            return
         self.uri = OmegaConf.select(config, "tracking.uri")
         experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(
             config, "dataset.name"
         )
         overrides = list(config.hydra.overrides.task)
         tags = {"sweep": "true", "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)}
+        tags["sweeper"] = str(config.hydra.sweeper._target_).rsplit(".", 1)[-1]
         commit = tracking.git_commit()
         if commit:
             tags["git_commit"] = commit
@@ -60,25 +87,60 @@ class MlflowSweepCallback(Callback):
         atexit.register(self.close, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            self._log_comparison(Path(config.hydra.sweep.dir) / "comparison")
+            records = self._log_comparison(sweep_dir / "comparison")
+            self._log_search_result(sweep_dir / SEARCH_RESULT_FILE, records)
         finally:
             self.close("FINISHED")
 
-    def _log_comparison(self, out_dir: Path) -> None:
+    def _log_comparison(self, out_dir: Path) -> list:
         """Compare the sweep's children and log the comparison to the parent run."""
         from pipeline import compare, tracking
 
         if self.run_id is None:
-            return
+            return []
         records = tracking.fetch_runs(self.uri, parent_run_id=self.run_id)
         if not records:
             log.warning("no finished child runs to compare")
-            return
+            return []
         paths = compare.write(compare.compare(records), out_dir)
         tracking.log_files(paths, self.run_id, "comparison")
         log.info(
             "comparison of %d runs logged to the parent run, written to %s", len(records), out_dir
+        )
+        return records
+
+    def _log_search_result(self, path: Path, records: list) -> None:
+        """After a search (Optuna), give the parent the best trial's parameters and value."""
+        from pipeline import tracking
+
+        if self.run_id is None or not path.is_file():
+            return
+        result = OmegaConf.load(path)
+        if "best_params" not in result:  # several objectives: no single best
+            return
+        best = OmegaConf.to_container(result.best_params)
+        value = float(result.best_value)
+        tags = {}
+        # The child whose objective is the best value: its final val_accuracy (or test accuracy).
+        for record in records:
+            objective = record.metrics.get("val_accuracy", record.metrics.get("test_accuracy"))
+            if objective is not None and abs(objective - value) < 1e-9:
+                tags = {"best_run_id": record.run_id, "best_run_name": record.name}
+                break
+        tracking.log_to_run(
+            self.run_id,
+            params={f"best.{k}": v for k, v in best.items()},
+            metrics={"best_val_accuracy": value},
+            tags=tags,
+        )
+        tracking.log_files({"result": path}, self.run_id, "search")
+        log.info(
+            "best of the search: %s val_accuracy=%.4f %s",
+            best,
+            value,
+            tags.get("best_run_name", ""),
         )
 
     def close(self, status: str) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,7 +19,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.entities import RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
@@ -432,6 +433,22 @@ def fetch_runs(
         experiment_ids = [found.experiment_id]
     runs = client.search_runs(experiment_ids, " and ".join(filters), max_results=10000)
     return [_record(client, r) for r in runs if r.data.tags.get("sweep") != "true"]
+
+
+def log_to_run(
+    run_id: str,
+    params: Mapping[str, Any] = {},
+    metrics: Mapping[str, float] = {},
+    tags: Mapping[str, str] = {},
+) -> None:
+    """Log params, metrics and tags to a run that need not be active (a sweep's parent)."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in tags.items()],
+    )
 
 
 def log_files(paths: Mapping[str, Path], run_id: str, artifact_path: str) -> None:
