@@ -42,5 +42,7 @@ class _NoRetracingNote(logging.Filter):
 
 
 tf.get_logger().addFilter(_NoRetracingNote())
+# tf.distribute logs every reduction at INFO; the pipeline logs what it chose itself.
+tf.get_logger().setLevel(logging.WARNING)
 
 __all__ = ["keras", "tf"]

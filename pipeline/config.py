@@ -18,6 +18,7 @@ from pipeline.errors import ConfigError
 
 MODELS = ("linear", "ann")
 OPTIMIZERS = ("sgd", "adam")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -119,6 +120,15 @@ class TrainerConfig:
     # TensorFlow's threads per op; 0 means one per core. These models' ops are too small to
     # gain from splitting, and on few cores the hand-offs cost more than they give.
     intra_op_threads: int = 1
+    # Data-parallel training (tf.distribute): `default` runs on one device; `mirrored` copies
+    # the model onto `devices` (empty: every local GPU) and splits each batch between them;
+    # `multi_worker` does the same across the machines that TF_CONFIG lists. `batch_size` is
+    # the global batch.
+    strategy: str = "default"
+    devices: list[str] = field(default_factory=list)
+    # Split the CPU into this many logical devices (/cpu:0, /cpu:1, ...), to try the
+    # strategies on a machine without GPUs.
+    cpu_devices: int = 1
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
@@ -142,6 +152,20 @@ class TrainerConfig:
             self.intra_op_threads,
             "an integer >= 0 (0: one per core)",
         )
+        _require(
+            self.strategy in STRATEGIES,
+            "trainer.strategy",
+            self.strategy,
+            f"one of {', '.join(STRATEGIES)}",
+        )
+        _require(
+            self.strategy == "default" or (self.steps_per_execution or 1) == 1,
+            "trainer.steps_per_execution",
+            self.steps_per_execution,
+            f"1 or null with trainer.strategy={self.strategy} (Keras' multi-step loop fails "
+            "under a tf.distribute strategy)",
+        )
+        _require(self.cpu_devices >= 1, "trainer.cpu_devices", self.cpu_devices, "an integer >= 1")
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking
+from pipeline import distribute, tracking
 from pipeline._tf import keras, tf
 from pipeline.config import Config, to_config
 from pipeline.errors import StageError
@@ -53,9 +53,9 @@ def _stage(name: str) -> Iterator[None]:
         raise StageError(name, exc) from exc
 
 
-def _experiment(conf: Config, parent_run_id: str | None) -> str | None:
-    """Point MLflow at the store and return the experiment id (None when tracking is off)."""
-    if not conf.tracking.enabled:
+def _experiment(conf: Config, parent_run_id: str | None, record: bool) -> str | None:
+    """Point MLflow at the store and return the experiment id (None when not recording)."""
+    if not record:
         return None
     if parent_run_id is not None:
         return tracking.parent_experiment_after_setup(conf.tracking, parent_run_id)
@@ -113,18 +113,22 @@ def run(
     started = time.perf_counter()
     conf = to_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if conf.tracking.enabled:  # an unreachable store fails now, in seconds, writing nothing
+    # Of a multi-worker cluster only the chief records, so each metric is logged once.
+    record = conf.tracking.enabled and distribute.is_chief(conf.trainer)
+    if record:  # an unreachable store fails now, in seconds, writing nothing
         tracking.check_store(tracking.resolve_uri(conf.tracking.uri))
 
     # Data problems surface here, before anything is written to the store.
     ds = load(conf.dataset)
     splits = preprocess(ds, conf.trainer.validation_split)
-    experiment_id = _experiment(conf, parent_run_id)
+    experiment_id = _experiment(conf, parent_run_id, record)
 
     set_threads(conf.trainer)
+    distribute.split_cpu(conf.trainer)
+    keras.backend.clear_session()
+    strategy = distribute.strategy(conf.trainer)
     keras.utils.set_random_seed(conf.seed)
     tf.config.experimental.enable_op_determinism()
-    keras.backend.clear_session()
 
     tags = _tags(conf, overrides)
     with (
@@ -136,17 +140,20 @@ def run(
         rec.files([out / "config.yaml"])
         rec.folder(out / ".hydra", ".hydra")
 
-        model = build(
-            conf.model,
-            conf.optimizer,
-            ds.train_x.shape[1:],
-            len(ds.class_names),
-            steps_per_execution(conf.trainer, len(splits.train)),
-        )
+        with strategy.scope():  # the model's variables live on every replica
+            model = build(
+                conf.model,
+                conf.optimizer,
+                ds.train_x.shape[1:],
+                len(ds.class_names),
+                steps_per_execution(conf.trainer, len(splits.train)),
+            )
         summary: list[str] = []
         model.summary(print_fn=lambda line, *a, **k: summary.append(line))
         (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
-        rec.params({"num_params": model.count_params()})
+        rec.params(
+            {"num_params": model.count_params(), "num_replicas": strategy.num_replicas_in_sync}
+        )
 
         title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
         # Training releases the GIL and uses one core: draw the data's figures meanwhile.

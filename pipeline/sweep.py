@@ -10,7 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import ConfigError, PipelineError, SweepAborted
+from pipeline.errors import ConfigError, PipelineError, SweepAborted, TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,13 @@ class MlflowSweepCallback(Callback):
             self._start(config)
         except PipelineError as exc:
             raise SweepAborted(exc) from exc
+        except Exception as exc:  # e.g. the store refused the parent run
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            error = TrackingError(
+                f"the sweep's parent run could not be created in {self.uri or 'the store'}: "
+                f"{type(exc).__name__}: {first}"
+            )
+            raise SweepAborted(error) from exc
 
     def _start(self, config: DictConfig) -> None:
         from pipeline import tracking
@@ -76,7 +83,7 @@ class MlflowSweepCallback(Callback):
         if commit:
             tags["git_commit"] = commit
         self.run_id = tracking.create_parent_run(
-            experiment, self.uri, run_name=f"sweep {' '.join(overrides)}".strip(), tags=tags
+            experiment, self.uri, run_name=f"sweep {' '.join(overrides)}", tags=tags
         )
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_RUN_FILE).write_text(self.run_id)

@@ -34,6 +34,8 @@ logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_TAG_CHARS = 5000
+# MLflow's stores hold run names of up to 250 characters (PostgreSQL enforces it; SQLite not).
+MAX_RUN_NAME_CHARS = 250
 # Parallel jobs share one SQLite file: wait for its lock rather than fail "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 60
 PROBE_TIMEOUT_S = 5
@@ -154,6 +156,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _capped(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with an ellipsis (long overrides make long names)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _store_ready(run_name: str, tags: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    return _capped(run_name.strip(), MAX_RUN_NAME_CHARS), {
+        k: _capped(str(v), MAX_TAG_CHARS) for k, v in tags.items()
+    }
+
+
 @contextmanager
 def start_run(
     experiment_id: str,
@@ -166,10 +179,11 @@ def start_run(
     Yields:
         The run id.
     """
+    run_name, tags = _store_ready(run_name, tags)
     run = mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name,
-        tags=dict(tags),
+        tags=tags,
         parent_run_id=parent_run_id,
     )
     try:
@@ -339,7 +353,8 @@ def create_parent_run(
     """Create a sweep's parent run (left RUNNING until :func:`end_parent_run`); return its id."""
     cfg = TrackingConfig(uri=tracking_uri, experiment=experiment_name)
     experiment_id = setup(cfg, experiment_name)
-    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    run_name, tags = _store_ready(run_name, tags)
+    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
     return run.info.run_id
 
 

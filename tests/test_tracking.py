@@ -84,3 +84,12 @@ def test_sweep_that_fails_leaves_no_run_running(isolated_tracking, tmp_path):
     runs = client.search_runs([exp.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]  # the parent; no child was started
     assert runs[0].data.tags["sweep"] == "true"
+
+
+def test_long_run_names_and_tags_fit_the_store():
+    name, tags = tracking._store_ready("sweep " + "x" * 400, {"overrides": "y" * 9000, "a": "b"})
+    assert len(name) == tracking.MAX_RUN_NAME_CHARS and name.endswith("…")
+    assert name.startswith("sweep xxx")
+    assert len(tags["overrides"]) == tracking.MAX_TAG_CHARS
+    assert tags["a"] == "b"
+    assert tracking._store_ready(" short ", {})[0] == "short"

@@ -45,8 +45,11 @@ EVAL_BATCH_SIZE = 1024
 
 
 def steps_per_execution(cfg: TrainerConfig, num_train: int) -> int:
-    """`trainer.steps_per_execution`, or the number of batches in one epoch when it is null."""
+    """`trainer.steps_per_execution`, or when it is null the number of batches in one epoch
+    (one step under a tf.distribute strategy, where Keras' multi-step loop fails)."""
     per_epoch = math.ceil(num_train / cfg.batch_size)
+    if cfg.strategy != "default" and cfg.steps_per_execution is None:
+        return 1
     return min(cfg.steps_per_execution or per_epoch, per_epoch)
 
 

@@ -1,0 +1,93 @@
+"""Data-parallel training with tf.distribute: the strategy `trainer.strategy` names."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from pipeline._tf import keras, tf
+from pipeline.config import TrainerConfig
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def split_cpu(cfg: TrainerConfig) -> None:
+    """Make `trainer.cpu_devices` logical CPU devices (possible only before TensorFlow's first
+    op)."""
+    if cfg.cpu_devices <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    wanted = [tf.config.LogicalDeviceConfiguration() for _ in range(cfg.cpu_devices)]
+    try:
+        tf.config.set_logical_device_configuration(cpu, wanted)
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have != cfg.cpu_devices:
+            log.warning(
+                "trainer.cpu_devices=%d not applied: TensorFlow is already running with %d",
+                cfg.cpu_devices,
+                have,
+            )
+
+
+def strategy(cfg: TrainerConfig) -> tf.distribute.Strategy:
+    """The tf.distribute strategy to build and train the model under.
+
+    Raises:
+        ConfigError: a listed device does not exist, or TF_CONFIG is not valid JSON.
+    """
+    if cfg.strategy == "mirrored":
+        if cfg.devices:
+            known = {d.name.lower() for d in tf.config.list_logical_devices()}
+            for device in cfg.devices:
+                name = device.lower().removeprefix("/")
+                if not any(k.endswith(name) for k in known):
+                    raise ConfigError(
+                        f"trainer.devices: no device {device!r} here; there are "
+                        f"{', '.join(sorted(known))}"
+                    )
+        chosen = tf.distribute.MirroredStrategy(devices=list(cfg.devices) or None)
+    elif cfg.strategy == "multi_worker":
+        cluster = _tf_config().get("cluster") or {}
+        workers = sum(len(cluster.get(kind) or ()) for kind in ("chief", "worker"))
+        if workers > 1:
+            raise ConfigError(
+                f"trainer.strategy=multi_worker over the {workers} workers of TF_CONFIG: Keras "
+                f"{keras.__version__}'s model.fit fails across workers (keras-team/keras#20585); "
+                "use trainer.strategy=mirrored on one machine"
+            )
+        chosen = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        return tf.distribute.get_strategy()
+    log.info("%s over %d replicas", type(chosen).__name__, chosen.num_replicas_in_sync)
+    return chosen
+
+
+def _tf_config() -> dict:
+    raw = os.environ.get("TF_CONFIG")
+    if raw is None:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ConfigError("TF_CONFIG must be a JSON object with 'cluster' and 'task'")
+    return parsed
+
+
+def is_chief(cfg: TrainerConfig) -> bool:
+    """Whether this process records the run: always, except on the workers of a multi-worker
+    cluster other than its chief (the `chief` task, else worker 0)."""
+    if cfg.strategy != "multi_worker":
+        return True
+    conf = _tf_config()
+    task = conf.get("task") or {}
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind is None:
+        return True
+    if "chief" in (conf.get("cluster") or {}):
+        return kind == "chief"
+    return kind == "worker" and index == 0
