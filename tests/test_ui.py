@@ -1,0 +1,299 @@
+"""What a person sees: a finished 2x2 sweep in `mlflow ui`, looked at in headless Chromium.
+
+A sweep on tiny data fills a private SQLite store; `mlflow ui` is started on it on a free
+loopback port, and Playwright drives Debian's Chromium (`/usr/bin/chromium`, never a downloaded
+browser; $PIPELINE_CHROMIUM names another, and a missing path shows the skip) through the pages
+a person would open: the experiment's runs (the parent run with its four children nested under
+it), one child run (its `test_accuracy`), its plots, and the parent's `comparison/` artifacts.
+Screenshots of each page go to $PIPELINE_UI_SCREENSHOTS if set (to keep them), else into the
+test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import PROJECT_ROOT, require_system
+
+pytestmark = pytest.mark.system
+
+CHILDREN = ("linear-sgd", "linear-adam", "ann-sgd", "ann-adam")
+SWEEP_NAME = "sweep model=linear,ann optimizer=sgd,adam"
+WAIT_MS = 30_000  # every wait on the page
+START_TIMEOUT_S = 120  # the UI creates the store's missing tables on first start
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium: $PIPELINE_CHROMIUM if set, else /usr/bin/chromium, else `chromium`
+    or `chromium-browser` on PATH."""
+    override = os.environ.get("PIPELINE_CHROMIUM")
+    if override is not None:
+        candidates = [override]
+    else:
+        on_path = [shutil.which("chromium"), shutil.which("chromium-browser")]
+        candidates = ["/usr/bin/chromium", *on_path]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path} missing)"
+
+
+@pytest.fixture
+def chromium() -> str:
+    found = chromium_path()
+    require_system(found, "Chromium (Debian's `chromium` package)")
+    require_system(
+        importlib.util.find_spec("playwright"), "the `playwright` Python package (the dev extra)"
+    )
+    return found
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("PIPELINE_UI_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait_for_ui(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow ui exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"mlflow ui did not answer {url}/health within {START_TIMEOUT_S} s:\n{tail(log)}")
+
+
+@contextmanager
+def mlflow_ui(store_uri: str, home: Path) -> Iterator[tuple[str, Path]]:
+    """`mlflow ui` on the store, on a free 127.0.0.1 port; stopped (with its workers) on exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = home / "mlflow-ui.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                store_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=home,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its workers share its process group: stop them together
+        )
+    try:
+        wait_for_ui(url, proc, log)
+        yield url, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+def test_sweep_is_visible_in_mlflow_ui(
+    chromium: str, tiny_data: list[str], isolated_tracking: str, tmp_path: Path, shots: Path
+) -> None:
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import expect, sync_playwright
+
+    # A finished 2x2 sweep in this test's store.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "-m",
+            "model=linear,ann",
+            "optimizer=sgd,adam",
+            *tiny_data,
+            "trainer.epochs=1",
+            "trainer.verbose=0",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    client = MlflowClient(isolated_tracking)
+    experiment = client.get_experiment_by_name("mnist")
+    assert experiment is not None, [e.name for e in client.search_experiments()]
+    exp_id = experiment.experiment_id
+    runs = client.search_runs([exp_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    parent = parents[0]
+    assert parent.info.run_name.startswith(SWEEP_NAME), parent.info.run_name
+    children = {r.info.run_name: r for r in runs if r is not parent}
+    assert sorted(children) == sorted(CHILDREN)
+    for c in children.values():
+        assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id, c.info.run_name
+    child = children["ann-adam"]
+    test_accuracy = child.data.metrics["test_accuracy"]
+
+    with (
+        mlflow_ui(isolated_tracking, tmp_path) as (url, log),
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(WAIT_MS)  # actions
+            expect.set_options(timeout=WAIT_MS)  # assertions (5 s by default)
+
+            @contextmanager
+            def step(what: str, shot: str) -> Iterator[None]:
+                """One page: on success its screenshot; on failure a screenshot of what was
+                there instead, and a message naming the step."""
+                try:
+                    yield
+                except (AssertionError, PlaywrightError) as e:
+                    failed = shots / f"FAILED_{shot}"
+                    try:
+                        page.screenshot(path=str(failed), full_page=True)
+                    except PlaywrightError as shot_error:
+                        failed = f"none: {shot_error}"
+                    pytest.fail(
+                        f"mlflow ui at {url}: {what}: {e}\n(screenshot: {failed}; "
+                        f"page URL {page.url})\n--- mlflow ui log:\n{tail(log)}"
+                    )
+                page.screenshot(path=str(shots / shot), full_page=True)
+
+            # 1. The experiment's runs: the parent run, its four children nested under it.
+            # MLflow 3 opens an experiment on its GenAI overview; workflowType=machine_learning
+            # is its "Model training" view, the runs table.
+            with step("the experiment's runs table", "experiment.png"):
+                page.goto(f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+                parent_link = page.get_by_role("link", name=parent.info.run_name, exact=True)
+                expect(parent_link).to_be_visible()
+                close_assistant(page)
+                # Nested children are collapsed under an expand button in the parent's name cell.
+                parent_row = page.locator(f'.ag-row[row-id="{parent.info.run_id}"]')
+                expander = parent_row.locator('[col-id*="Run Name"] button')
+                expect(expander).to_be_visible()
+                first_child = page.get_by_role("link", name=CHILDREN[0], exact=True)
+                if not first_child.is_visible():
+                    expander.click()
+                parent_y = parent_link.bounding_box()["y"]
+                for name in CHILDREN:
+                    link = page.get_by_role("link", name=name, exact=True)
+                    expect(link).to_be_visible()
+                    assert link.bounding_box()["y"] > parent_y, f"{name} is not under its parent"
+
+            # 2. One child run: test_accuracy and its value, and its parent.
+            with step("run ann-adam's overview", "run.png"):
+                page.goto(f"{url}/#/experiments/{exp_id}/runs/{child.info.run_id}")
+                expect(page.get_by_role("heading", name="ann-adam")).to_be_visible()
+                row = page.get_by_role("row").filter(
+                    has=page.get_by_role("link", name="test_accuracy", exact=True)
+                )
+                expect(row).to_be_visible()
+                shown = row.get_by_role("cell").nth(1).inner_text().strip()
+                assert float(shown) == pytest.approx(test_accuracy, rel=1e-6), (
+                    f"test_accuracy shown as {shown!r}, stored {test_accuracy}"
+                )
+                parent_ref = page.get_by_role("link", name=parent.info.run_name, exact=True)
+                expect(parent_ref).to_be_visible()
+
+            # 3. Its artifacts: plots/learning_curves.png shown as an image.
+            with step("run ann-adam's plots/learning_curves.png", "run_artifact.png"):
+                page.get_by_role("tab", name="Artifacts").click()
+                open_artifact(page, "plots", "learning_curves.png")
+                expect_image(page, "plots/learning_curves.png")
+
+            # 4. The parent's comparison: the table (names every child) and the curves.
+            with step("the sweep's comparison/comparison.md", "parent_comparison_table.png"):
+                page.goto(f"{url}/#/experiments/{exp_id}/runs/{parent.info.run_id}")
+                page.get_by_role("tab", name="Artifacts").click()
+                open_artifact(page, "comparison", "comparison.md")
+                for name in CHILDREN:  # rendered as a table, one row per child
+                    expect(page.get_by_role("cell", name=name, exact=True)).to_be_visible()
+            with step("the sweep's comparison/comparison_curves.png", "parent_comparison.png"):
+                open_artifact(page, None, "comparison_curves.png")
+                expect_image(page, "comparison/comparison_curves.png")
+        finally:
+            browser.close()
+
+
+def close_assistant(page) -> None:
+    """MLflow 3.17 opens its "MLflow Assistant" side panel on a fresh profile; it only takes
+    room in the screenshots."""
+    close = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
+    if close.count() and close.first.is_visible():
+        close.first.click()
+
+
+def open_artifact(page, folder: str | None, name: str) -> None:
+    """Click through the artifact tree: open the folder (unless open already), then the file."""
+    from playwright.sync_api import expect
+
+    def node(artifact: str):
+        return page.locator(f'[data-testid="artifact-tree-node"][artifact-name="{artifact}"]')
+
+    if folder is not None:
+        expect(node(folder)).to_be_visible()
+        if not node(name).is_visible():
+            node(folder).click()
+    expect(node(name)).to_be_visible()
+    node(name).click()
+
+
+def expect_image(page, artifact_path: str) -> None:
+    """The preview shows the artifact as a loaded, non-empty image."""
+    from playwright.sync_api import expect
+
+    image = page.get_by_role("img", name=artifact_path, exact=True)
+    expect(image).to_be_visible()
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+    )
+    width = image.evaluate("img => img.naturalWidth")
+    assert width > 100, f"{artifact_path} preview is {width} px wide"
