@@ -12,14 +12,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import PROJECT_ROOT, require_system, tiny_arrays
+from tests.services import free_port, mlflow_service, tail
 
 pytestmark = pytest.mark.system
 
@@ -57,16 +53,6 @@ def postgres_bindir() -> Path | None:
 
 def _version(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, chars: int = 4000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path} missing)"
 
 
 @dataclass
@@ -185,66 +171,17 @@ class Server:
     log: Path
 
 
-def wait_for_health(uri: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer {uri}/health within {timeout:.0f} s:\n{tail(log)}")
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`mlflow server` on the PostgreSQL database, proxying artifacts into a local folder."""
     home = tmp_path_factory.mktemp("mlflow-server")
     artifacts = home / "artifacts"
     artifacts.mkdir()
-    log = home / "server.log"
-    port = free_port()
-    server = Server(uri=f"http://127.0.0.1:{port}", artifacts=artifacts, log=log)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    args = ["--backend-store-uri", postgres.store_uri, "--artifacts-destination", str(artifacts)]
     # No background job runner (seven huey consumers): nothing here needs it.
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                postgres.store_uri,
-                "--artifacts-destination",
-                str(artifacts),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            cwd=home,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its workers share its process group: stop them together
-        )
-    try:
-        wait_for_health(server.uri, proc, log, START_TIMEOUT_S)
-        yield server
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with mlflow_service("server", args, home, START_TIMEOUT_S, env) as (url, log):
+        yield Server(uri=url, artifacts=artifacts, log=log)
 
 
 def test_sweep_records_through_a_server_on_postgresql(

@@ -14,13 +14,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import PROJECT_ROOT, require_system
+from tests.services import mlflow_service, tail
 
 pytestmark = pytest.mark.system
 
@@ -53,16 +49,6 @@ def chromium_path() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path} missing)"
-
-
 @pytest.fixture
 def chromium() -> str:
     found = chromium_path()
@@ -78,61 +64,6 @@ def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("PIPELINE_UI_SCREENSHOTS") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def wait_for_ui(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow ui exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow ui did not answer {url}/health within {START_TIMEOUT_S} s:\n{tail(log)}")
-
-
-@contextmanager
-def mlflow_ui(store_uri: str, home: Path) -> Iterator[tuple[str, Path]]:
-    """`mlflow ui` on the store, on a free 127.0.0.1 port; stopped (with its workers) on exit."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = home / "mlflow-ui.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "ui",
-                "--backend-store-uri",
-                store_uri,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            cwd=home,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its workers share its process group: stop them together
-        )
-    try:
-        wait_for_ui(url, proc, log)
-        yield url, log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
 
 
 def test_sweep_is_visible_in_mlflow_ui(
@@ -180,7 +111,9 @@ def test_sweep_is_visible_in_mlflow_ui(
     test_accuracy = child.data.metrics["test_accuracy"]
 
     with (
-        mlflow_ui(isolated_tracking, tmp_path) as (url, log),
+        mlflow_service(
+            "ui", ["--backend-store-uri", isolated_tracking], tmp_path, START_TIMEOUT_S
+        ) as (url, log),
         sync_playwright() as p,
     ):
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
