@@ -121,9 +121,9 @@ class TrainerConfig:
     # gain from splitting, and on few cores the hand-offs cost more than they give.
     intra_op_threads: int = 1
     # Data-parallel training (tf.distribute): `default` runs on one device; `mirrored` copies
-    # the model onto `devices` (empty: every local GPU) and splits each batch between them;
-    # `multi_worker` does the same across the machines that TF_CONFIG lists. `batch_size` is
-    # the global batch.
+    # the model onto `devices` (empty: every local GPU, without GPUs every logical CPU) and
+    # splits each batch between them; `multi_worker` does the same across the machines that
+    # TF_CONFIG lists. `batch_size` is the global batch.
     strategy: str = "default"
     devices: list[str] = field(default_factory=list)
     # Split the CPU into this many logical devices (/cpu:0, /cpu:1, ...), to try the

@@ -48,7 +48,10 @@ def strategy(cfg: TrainerConfig) -> tf.distribute.Strategy:
                         f"trainer.devices: no device {device!r} here; there are "
                         f"{', '.join(sorted(known))}"
                     )
-        chosen = tf.distribute.MirroredStrategy(devices=list(cfg.devices) or None)
+        devices = list(cfg.devices) or None
+        if devices is None and not tf.config.list_logical_devices("GPU") and cfg.cpu_devices > 1:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        chosen = tf.distribute.MirroredStrategy(devices=devices)
     elif cfg.strategy == "multi_worker":
         cluster = _tf_config().get("cluster") or {}
         workers = sum(len(cluster.get(kind) or ()) for kind in ("chief", "worker"))

@@ -111,8 +111,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(real_data, isolated_trac
         [
             *common,
             "trainer.strategy=mirrored",
-            "trainer.cpu_devices=2",
-            "trainer.devices=[/cpu:0,/cpu:1]",
+            "trainer.cpu_devices=2",  # and no trainer.devices: every logical CPU
             "tracking.run_name=mirrored",
             f"hydra.run.dir={tmp_path / 'mirrored'}",
         ],
