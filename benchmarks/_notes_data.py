@@ -1,7 +1,9 @@
-"""The course notes' data, read from the same IDX files as the pipeline (the notes called
-keras.datasets.*.load_data(), which downloads them; this machine reads $PIPELINE_DATA_DIR)."""
+"""What the notes' scripts need around the notes' code: their data, read from the same IDX files
+as the pipeline (the notes called keras.datasets.*.load_data(), which downloads them; this
+machine reads $PIPELINE_DATA_DIR), the benchmark's settings, and where results go."""
 
 import gzip
+import json
 import os
 from pathlib import Path
 
@@ -22,3 +24,27 @@ def load_data(dirname: str):
         (_idx(root / "train-images-idx3-ubyte.gz"), _idx(root / "train-labels-idx1-ubyte.gz")),
         (_idx(root / "t10k-images-idx3-ubyte.gz"), _idx(root / "t10k-labels-idx1-ubyte.gz")),
     )
+
+
+def bench_start(dirname: str, epochs: int):
+    """Apply the benchmark's settings; return (out folder, epochs, data as load_data gives it).
+
+    The notes set no seed; the benchmark gives the same one as the pipeline's (BENCH_SEED=42),
+    so that the two accuracies differ by the code, not by the luck of the draw (about 1 point
+    on the ANN). Smoke runs (the benchmark's --smoke) set fewer epochs and images.
+    """
+    from tensorflow import keras
+
+    if os.environ.get("BENCH_SEED"):
+        keras.utils.set_random_seed(int(os.environ["BENCH_SEED"]))
+    epochs = int(os.environ.get("BENCH_EPOCHS", str(epochs)))
+    limit = int(os.environ.get("BENCH_LIMIT", "60000"))
+    (x_train, y_train), (x_test, y_test) = load_data(dirname)
+    data = ((x_train[:limit], y_train[:limit]), (x_test[:limit], y_test[:limit]))
+    return os.environ.get("BENCH_OUT", "."), epochs, data
+
+
+def bench_result(result: dict) -> None:
+    """Write the script's timings and accuracies as JSON to $BENCH_RESULT (else stdout)."""
+    with open(os.environ.get("BENCH_RESULT", "/dev/stdout"), "w") as fh:
+        json.dump(result, fh)

@@ -4,8 +4,6 @@ Plain Keras, float64 arrays from /255, `model.fit` with default settings. Figure
 instead of shown (no screen). Writes its timings and accuracies as JSON to $BENCH_RESULT.
 """
 
-import json
-import os
 import time
 
 import matplotlib
@@ -13,21 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from _notes_data import load_data
+from _notes_data import bench_result, bench_start
 from sklearn.metrics import accuracy_score
 from tensorflow import keras
 
-out = os.environ.get("BENCH_OUT", ".")
-# The notes set no seed; the benchmark gives the same one as the pipeline's (42), so that the
-# two accuracies differ by the code, not by the luck of the draw (about 1 point on the ANN).
-if os.environ.get("BENCH_SEED"):
-    keras.utils.set_random_seed(int(os.environ["BENCH_SEED"]))
-# Smoke runs only (the benchmark's --smoke): fewer epochs and images.
-EPOCHS = int(os.environ.get("BENCH_EPOCHS", "20"))
-LIMIT = int(os.environ.get("BENCH_LIMIT", "60000"))
-(train_images, train_labels), (test_images, test_labels) = load_data("fashion-mnist")
-train_images, train_labels = train_images[:LIMIT], train_labels[:LIMIT]
-test_images, test_labels = test_images[:LIMIT], test_labels[:LIMIT]
+out, EPOCHS, data = bench_start("fashion-mnist", epochs=20)
+(train_images, train_labels), (test_images, test_labels) = data
 class_names = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -109,5 +98,4 @@ plt.savefig(f"{out}/predictions.png")
 plt.close()
 
 test_acc = accuracy_score(test_labels, np.argmax(predictions, axis=1))
-with open(os.environ.get("BENCH_RESULT", "/dev/stdout"), "w") as fh:
-    json.dump({"fit_seconds": fit_seconds, "val_accuracy": None, "test_accuracy": test_acc}, fh)
+bench_result({"fit_seconds": fit_seconds, "val_accuracy": None, "test_accuracy": test_acc})

@@ -4,8 +4,6 @@ Plain Keras, float64 arrays from /255, `model.fit` with default settings. Figure
 instead of shown (no screen). Writes its timings and accuracies as JSON to $BENCH_RESULT.
 """
 
-import json
-import os
 import sys
 import time
 
@@ -13,19 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from _notes_data import load_data
+from _notes_data import bench_result, bench_start
 from tensorflow import keras
 
-out = os.environ.get("BENCH_OUT", ".")
-# The notes set no seed; the benchmark gives the same one as the pipeline's (42), so that the
-# two accuracies differ by the code, not by the luck of the draw (about 1 point on the ANN).
-if os.environ.get("BENCH_SEED"):
-    keras.utils.set_random_seed(int(os.environ["BENCH_SEED"]))
-# Smoke runs only (the benchmark's --smoke): fewer epochs and images.
-EPOCHS = int(os.environ.get("BENCH_EPOCHS", "30"))
-LIMIT = int(os.environ.get("BENCH_LIMIT", "60000"))
-(x_train, y_train), (x_test, y_test) = load_data("mnist")
-x_train, y_train, x_test, y_test = x_train[:LIMIT], y_train[:LIMIT], x_test[:LIMIT], y_test[:LIMIT]
+out, EPOCHS, ((x_train, y_train), (x_test, y_test)) = bench_start("mnist", epochs=30)
 plt.imshow(x_train[0], cmap="gray")
 plt.savefig(f"{out}/image.png")
 plt.close()
@@ -59,6 +48,5 @@ result = {
     "val_accuracy": history.history["val_acc"][-1],
     "test_accuracy": float(test_acc),
 }
-with open(os.environ.get("BENCH_RESULT", "/dev/stdout"), "w") as fh:
-    json.dump(result, fh)
+bench_result(result)
 sys.exit(0)

@@ -36,7 +36,8 @@ def strategy(cfg: TrainerConfig) -> tf.distribute.Strategy:
     """The tf.distribute strategy to build and train the model under.
 
     Raises:
-        ConfigError: a listed device does not exist, or TF_CONFIG is not valid JSON.
+        ConfigError: a listed device does not exist, TF_CONFIG is not valid JSON, or it lists
+            more than one worker (which Keras 3 cannot train across).
     """
     if cfg.strategy == "mirrored":
         if cfg.devices:
@@ -79,18 +80,3 @@ def _tf_config() -> dict:
     if not isinstance(parsed, dict):
         raise ConfigError("TF_CONFIG must be a JSON object with 'cluster' and 'task'")
     return parsed
-
-
-def is_chief(cfg: TrainerConfig) -> bool:
-    """Whether this process records the run: always, except on the workers of a multi-worker
-    cluster other than its chief (the `chief` task, else worker 0)."""
-    if cfg.strategy != "multi_worker":
-        return True
-    conf = _tf_config()
-    task = conf.get("task") or {}
-    kind, index = task.get("type"), int(task.get("index", 0))
-    if kind is None:
-        return True
-    if "chief" in (conf.get("cluster") or {}):
-        return kind == "chief"
-    return kind == "worker" and index == 0

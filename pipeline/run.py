@@ -53,9 +53,9 @@ def _stage(name: str) -> Iterator[None]:
         raise StageError(name, exc) from exc
 
 
-def _experiment(conf: Config, parent_run_id: str | None, record: bool) -> str | None:
-    """Point MLflow at the store and return the experiment id (None when not recording)."""
-    if not record:
+def _experiment(conf: Config, parent_run_id: str | None) -> str | None:
+    """Point MLflow at the store and return the experiment id (None when tracking is off)."""
+    if not conf.tracking.enabled:
         return None
     if parent_run_id is not None:
         return tracking.parent_experiment_after_setup(conf.tracking, parent_run_id)
@@ -113,15 +113,13 @@ def run(
     started = time.perf_counter()
     conf = to_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    # Of a multi-worker cluster only the chief records, so each metric is logged once.
-    record = conf.tracking.enabled and distribute.is_chief(conf.trainer)
-    if record:  # an unreachable store fails now, in seconds, writing nothing
+    if conf.tracking.enabled:  # an unreachable store fails now, in seconds, writing nothing
         tracking.check_store(tracking.resolve_uri(conf.tracking.uri))
 
     # Data problems surface here, before anything is written to the store.
     ds = load(conf.dataset)
     splits = preprocess(ds, conf.trainer.validation_split)
-    experiment_id = _experiment(conf, parent_run_id, record)
+    experiment_id = _experiment(conf, parent_run_id)
 
     set_threads(conf.trainer)
     distribute.split_cpu(conf.trainer)

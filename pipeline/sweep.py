@@ -5,12 +5,15 @@ from __future__ import annotations
 import atexit
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError, PipelineError, SweepAborted, TrackingError
+
+if TYPE_CHECKING:  # tracking imports MLflow: not at start-up
+    from pipeline.tracking import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ class MlflowSweepCallback(Callback):
         finally:
             self.close("FINISHED")
 
-    def _log_comparison(self, out_dir: Path) -> list:
+    def _log_comparison(self, out_dir: Path) -> list[RunRecord]:
         """Compare the sweep's children and log the comparison to the parent run."""
         from pipeline import compare, tracking
 
@@ -118,7 +121,7 @@ class MlflowSweepCallback(Callback):
         )
         return records
 
-    def _log_search_result(self, path: Path, records: list) -> None:
+    def _log_search_result(self, path: Path, records: list[RunRecord]) -> None:
         """After a search (Optuna), give the parent the best trial's parameters and value."""
         from pipeline import tracking
 
@@ -130,10 +133,9 @@ class MlflowSweepCallback(Callback):
         best = OmegaConf.to_container(result.best_params)
         value = float(result.best_value)
         tags = {}
-        # The child whose objective is the best value: its final val_accuracy (or test accuracy).
+        # The trial whose objective, its final val_accuracy, is the best value.
         for record in records:
-            objective = record.metrics.get("val_accuracy", record.metrics.get("test_accuracy"))
-            if objective is not None and abs(objective - value) < 1e-9:
+            if record.metrics.get("val_accuracy") == value:
                 tags = {"best_run_id": record.run_id, "best_run_name": record.name}
                 break
         tracking.log_to_run(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +50,41 @@ def require_system(found: object, what: str) -> None:
     if os.environ.get("PIPELINE_REQUIRE_SYSTEM") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def cli(args, env=None, timeout=300, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` as a user runs it, in the test's environment plus `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(out, *names):
+    """Exit 1 with one `error:` line on stderr naming each of `names`, and no traceback."""
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, out.stderr
+    assert errors[0].startswith("error: ")
+    for name in names:
+        assert name in errors[0], (name, errors[0])
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def runs_in(uri):
+    """Every run in the store (none if the store was never created)."""
+    from mlflow.tracking import MlflowClient
+
+    path = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not os.path.exists(path):
+        return []
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
 
 
 def make_config(overrides: Sequence[str] = ()) -> DictConfig:

@@ -1,5 +1,4 @@
 import itertools
-import os
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 
 from pipeline.config import Config, to_config
 from pipeline.errors import ConfigError
-from tests.conftest import PROJECT_ROOT, make_config
+from tests.conftest import PROJECT_ROOT, cli, make_config
 
 
 @pytest.mark.parametrize(
@@ -123,22 +122,10 @@ def test_out_of_range_value_names_the_key(override, key):
         to_config(cfg)
 
 
-def _cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-
-
 def test_cli_bad_value_fails_before_reading_data(tmp_path):
     # A data directory that does not exist: reading data would fail with a different message.
-    out = _cli(
-        "trainer.epochs=0",
-        f"hydra.run.dir={tmp_path}",
+    out = cli(
+        ["trainer.epochs=0", f"hydra.run.dir={tmp_path}"],
         env={"PIPELINE_DATA_DIR": str(tmp_path / "nowhere")},
     )
     said = out.stdout + out.stderr

@@ -5,11 +5,12 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline._tf import tf
 from pipeline.config import TrainerConfig
-from pipeline.distribute import is_chief, strategy
+from pipeline.distribute import strategy
 from pipeline.errors import ConfigError
 from pipeline.stages.fit import steps_per_execution
-from tests.test_robustness import assert_one_line_error, cli, runs_in
+from tests.conftest import assert_one_line_error, cli, runs_in
 
 
 def _tf_config(monkeypatch, cluster, kind, index):
@@ -18,25 +19,19 @@ def _tf_config(monkeypatch, cluster, kind, index):
     )
 
 
-def test_only_the_chief_of_a_cluster_records(monkeypatch):
+def test_tf_config_is_checked_before_any_strategy_is_made(monkeypatch):
     multi = TrainerConfig(strategy="multi_worker")
     workers = {"worker": ["127.0.0.1:2001", "127.0.0.1:2002"]}
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert is_chief(multi)  # no cluster: a single worker
-    _tf_config(monkeypatch, workers, "worker", 0)
-    assert is_chief(multi)
-    _tf_config(monkeypatch, workers, "worker", 1)
-    assert not is_chief(multi)
-    assert is_chief(TrainerConfig())  # TF_CONFIG means nothing without the strategy
-    with_chief = {"chief": ["127.0.0.1:2000"], **workers}
-    _tf_config(monkeypatch, with_chief, "worker", 0)
-    assert not is_chief(multi)
-    _tf_config(monkeypatch, with_chief, "chief", 0)
-    assert is_chief(multi)
-    for bad in ("{not json", ""):
+    for cluster in (workers, {"chief": ["127.0.0.1:2000"], "worker": ["127.0.0.1:2001"]}):
+        _tf_config(monkeypatch, cluster, "worker", 0)
+        with pytest.raises(ConfigError, match="2 workers of TF_CONFIG"):
+            strategy(multi)
+    # TF_CONFIG means nothing without the strategy.
+    assert strategy(TrainerConfig()) is tf.distribute.get_strategy()
+    for bad in ("{not json", "", "[1, 2]"):
         monkeypatch.setenv("TF_CONFIG", bad)
         with pytest.raises(ConfigError, match="TF_CONFIG"):
-            is_chief(multi)
+            strategy(multi)
 
 
 def test_strategy_settings_are_checked():

@@ -1,6 +1,6 @@
 """Cluster launchers: Submitit runs each job as its own process, as on a SLURM cluster."""
 
-from tests.test_robustness import cli, runs_in
+from tests.conftest import cli, runs_in
 
 
 def test_submitit_jobs_in_other_processes_find_the_parent(tiny_data, isolated_tracking, tmp_path):

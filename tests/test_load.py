@@ -2,7 +2,6 @@ import functools
 import gzip
 import hashlib
 import http.server
-import socket
 import threading
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.conftest import (
     write_idx,
     write_tiny_dataset,
 )
+from tests.services import free_port as closed_port
 
 
 def dataset_cfg(overrides):
@@ -150,12 +150,6 @@ def mirror(tmp_path):
     yield f"http://127.0.0.1:{server.server_address[1]}/", digests, requests
     server.shutdown()
     server.server_close()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_download_into_cache_and_reuse(tmp_path, mirror):

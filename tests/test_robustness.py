@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,33 +22,16 @@ from pipeline.stages.load import load
 from tests.conftest import (
     PROJECT_ROOT,
     TINY_FILES,
+    assert_one_line_error,
+    cli,
     make_config,
+    runs_in,
     tiny_arrays,
     tiny_overrides,
     write_idx,
     write_tiny_dataset,
 )
-
-
-def cli(args, env=None, timeout=300, cwd=PROJECT_ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def runs_in(uri):
-    """Every run in the store (none if the store was never created)."""
-    path = uri.removeprefix("sqlite:///")
-    if not os.path.exists(path):
-        return []
-    client = MlflowClient(uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(ids) if ids else []
+from tests.services import free_port as closed_port
 
 
 def init_store(uri):
@@ -66,22 +48,6 @@ def start_pipeline(args):
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def assert_one_line_error(out, *names):
-    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
-    errors = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1, out.stderr
-    assert errors[0].startswith("error: ")
-    for name in names:
-        assert name in errors[0], (name, errors[0])
-    assert "Traceback" not in out.stdout + out.stderr
 
 
 # --- bad config: one line naming the key, exit 1, nothing in the store ----------------------

@@ -1,9 +1,6 @@
 """End to end through run() and the CLI, reading the results back from MLflow."""
 
 import json
-import os
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
@@ -12,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.run import run
-from tests.conftest import PROJECT_ROOT, make_config
+from tests.conftest import PROJECT_ROOT, cli, make_config
 
 
 def _artifacts(client, run_id, path=None):
@@ -150,11 +147,8 @@ def test_experiment_name_can_be_set(tiny_data, isolated_tracking):
 
 
 def test_multirun_makes_one_parent_and_four_named_children(real_data, isolated_tracking, tmp_path):
-    out = subprocess.run(
+    out = cli(
         [
-            sys.executable,
-            "-m",
-            "pipeline",
             "-m",
             "model=linear,ann",
             "optimizer=sgd,adam",
@@ -164,11 +158,9 @@ def test_multirun_makes_one_parent_and_four_named_children(real_data, isolated_t
             "tracking.log_model=false",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+        env={"PIPELINE_DATA_DIR": str(real_data)},
         timeout=600,
-        env={**os.environ, "PIPELINE_DATA_DIR": str(real_data)},
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     client = MlflowClient(isolated_tracking)

@@ -6,8 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import CONF_DIR
-from tests.test_robustness import cli, closed_port, runs_in
+from tests.conftest import CONF_DIR, cli, runs_in
+from tests.services import free_port as closed_port
 
 
 def test_search_space_and_objective_direction():

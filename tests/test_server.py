@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, require_system, tiny_arrays
+from tests.conftest import cli, require_system, tiny_arrays
 from tests.services import free_port, mlflow_service, tail
 
 pytestmark = pytest.mark.system
@@ -193,11 +193,8 @@ def test_sweep_records_through_a_server_on_postgresql(
 ) -> None:
     uri = mlflow_server.uri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # instead of conftest's per-test SQLite file
-    out = subprocess.run(
+    out = cli(
         [
-            sys.executable,
-            "-m",
-            "pipeline",
             "-m",
             "tracking=server",
             f"tracking.uri={uri}",
@@ -207,11 +204,7 @@ def test_sweep_records_through_a_server_on_postgresql(
             "trainer.verbose=0",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
         timeout=600,
-        env=dict(os.environ),
     )
     said = f"{out.stdout[-3000:]}{out.stderr[-3000:]}\n--- server log:\n{tail(mlflow_server.log)}"
     assert out.returncode == 0, said

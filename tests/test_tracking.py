@@ -1,7 +1,3 @@
-import os
-import subprocess
-import sys
-
 import mlflow
 import numpy as np
 import pytest
@@ -10,7 +6,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline._tf import keras
 from pipeline.config import TrackingConfig
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import cli
 
 
 def test_flatten_nested_config():
@@ -62,20 +58,9 @@ def test_run_status_finished_failed_killed(isolated_tracking):
 
 
 def test_sweep_that_fails_leaves_no_run_running(isolated_tracking, tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "-m",
-            "seed=1,2",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PIPELINE_DATA_DIR": str(tmp_path / "nowhere")},
+    out = cli(
+        ["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        env={"PIPELINE_DATA_DIR": str(tmp_path / "nowhere")},
     )
     assert out.returncode != 0
     assert "nowhere" in out.stdout + out.stderr

@@ -14,8 +14,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, require_system
+from tests.conftest import cli, require_system
 from tests.services import mlflow_service, tail
 
 pytestmark = pytest.mark.system
@@ -73,11 +71,8 @@ def test_sweep_is_visible_in_mlflow_ui(
     from playwright.sync_api import expect, sync_playwright
 
     # A finished 2x2 sweep in this test's store.
-    out = subprocess.run(
+    out = cli(
         [
-            sys.executable,
-            "-m",
-            "pipeline",
             "-m",
             "model=linear,ann",
             "optimizer=sgd,adam",
@@ -86,11 +81,7 @@ def test_sweep_is_visible_in_mlflow_ui(
             "trainer.verbose=0",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
         timeout=600,
-        env=dict(os.environ),
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
