@@ -8,7 +8,6 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -119,6 +118,7 @@ def run(
     # Data problems surface here, before anything is written to the store.
     ds = load(conf.dataset)
     splits = preprocess(ds, conf.trainer.validation_split)
+    store_started = time.perf_counter()
     experiment_id = _experiment(conf, parent_run_id)
 
     set_threads(conf.trainer)
@@ -137,6 +137,8 @@ def run(
         rec.params(tracking.flatten(resolved))
         rec.files([out / "config.yaml"])
         rec.folder(out / ".hydra", ".hydra")
+        # Time spent on recording and reporting, by part (none of it when tracking is off).
+        clock = {"store_seconds": time.perf_counter() - store_started}
 
         with strategy.scope():  # the model's variables live on every replica
             model = build(
@@ -154,11 +156,11 @@ def run(
         )
 
         title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
-        # Training releases the GIL and uses one core: draw the data's figures meanwhile.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            early = pool.submit(lambda: _write_artifacts(data_figures(conf.report, ds, title), out))
-            fit_started = time.perf_counter()
-            history = fit(conf.trainer, model, splits, rec.callbacks())
+        # Nothing else runs while the model trains: TensorFlow takes the GIL at every step, so
+        # drawing or logging on another thread would slow training about as much as it saves
+        # (benchmarks/gil.py), and `fit_seconds` would count it.
+        fit_started = time.perf_counter()
+        history = fit(conf.trainer, model, splits, rec.callbacks())
         fit_ended = time.perf_counter()
         metrics = evaluate(model, splits.test, ds.class_names)
         final = {k: v[-1] for k, v in history.metrics.items()}
@@ -181,14 +183,16 @@ def run(
         (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
         rec.files([out / "model_summary.txt", out / "weights.npz", out / "metrics.json"])
         if conf.tracking.log_model:
+            model_log_started = time.perf_counter()
             rec.keras_model(model, splits.test.x[:5])
+            clock["model_log_seconds"] = time.perf_counter() - model_log_started
 
         with _stage("report"):
-            written = early.result()
-            results = result_artifacts(
+            report_started = time.perf_counter()
+            figures = data_figures(conf.report, ds, title) | result_artifacts(
                 conf.report, ds, history, metrics, weights, conf.model.name, title
             )
-            written |= _write_artifacts(results, out)
+            written = _write_artifacts(figures, out)
             rec.folder(out / "plots", "plots")
             texts = [out / name for name, item in written.items() if isinstance(item, str)]
             if conf.report.html:
@@ -196,11 +200,13 @@ def run(
                 (out / "report.html").write_text(render_html(title, settings, final, written))
                 texts.append(out / "report.html")
             rec.files(texts)
+            clock["report_seconds"] = time.perf_counter() - report_started
         # Where the time went (read by benchmarks/seed_runs.py).
         timings = {
             "before_fit_seconds": fit_started - started,
             "fit_seconds": history.fit_seconds,
             "after_fit_seconds": time.perf_counter() - fit_ended,
+            **clock,
         }
         (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
 

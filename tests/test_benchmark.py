@@ -32,3 +32,28 @@ def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
         assert exp["ratios"]["fit"] > 0 and exp["ratios"]["process"] > 0
     linear = results["experiments"]["linear_mnist"]["stats"]
     assert linear["pipeline"]["val_accuracy"]["median"] is not None
+    # The pipeline says where its recording and report time went; off, there is none of it.
+    assert linear["pipeline"]["report_seconds"]["median"] > 0
+    assert linear["pipeline"]["model_log_seconds"]["median"] > 0
+    assert linear["pipeline_off"]["model_log_seconds"]["median"] < 0.01
+    assert "pipeline's recording and report (medians): store" in proc.stdout
+    assert results["import_mlflow_seconds"] > 0
+
+
+def test_smoke_gil_benchmark_times_fit_alone_and_beside_python(real_data, tmp_path):
+    out = tmp_path / "gil.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gil.py", "--smoke", "--out", str(out)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PIPELINE_DATA_DIR": str(real_data)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "a Python thread" in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["images"] == 2000 and results["epochs"] == 1
+    assert set(results["fit_seconds"]) == {"nothing", "thread", "process"}
+    assert all(len(v) == 1 and v[0] > 0 for v in results["fit_seconds"].values())
+    assert results["ratio_to_alone"]["nothing"] == 1.0

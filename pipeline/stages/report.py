@@ -234,7 +234,7 @@ def _json_default(value: Any) -> Any:
 
 
 def data_figures(cfg: ReportConfig, ds: Dataset, title: str) -> dict[str, Figure]:
-    """The figures that need only the data (drawn while the model trains)."""
+    """The figures that need only the data."""
     return {"samples.png": samples(ds, cfg.num_samples, title)} if cfg.samples else {}
 
 
