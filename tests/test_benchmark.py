@@ -8,17 +8,23 @@ import sys
 from tests.conftest import PROJECT_ROOT
 
 
-def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
-    out = tmp_path / "seed_runs.json"
+def _smoke(script: str, out, real_data, timeout: int) -> subprocess.CompletedProcess:
+    """Run `benchmarks/<script> --smoke`, writing its JSON to `out`; it must succeed."""
     proc = subprocess.run(
-        [sys.executable, "benchmarks/seed_runs.py", "--smoke", "--out", str(out)],
+        [sys.executable, f"benchmarks/{script}", "--smoke", "--out", str(out)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         env={**os.environ, "PIPELINE_DATA_DIR": str(real_data)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
+    out = tmp_path / "seed_runs.json"
+    proc = _smoke("seed_runs.py", out, real_data, timeout=900)
     assert "ratios (medians): fit" in proc.stdout
     results = json.loads(out.read_text())
     assert results["smoke"] is True
@@ -42,15 +48,7 @@ def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
 
 def test_smoke_gil_benchmark_times_fit_alone_and_beside_python(real_data, tmp_path):
     out = tmp_path / "gil.json"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/gil.py", "--smoke", "--out", str(out)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PIPELINE_DATA_DIR": str(real_data)},
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _smoke("gil.py", out, real_data, timeout=300)
     assert "a Python thread" in proc.stdout
     results = json.loads(out.read_text())
     assert results["images"] == 2000 and results["epochs"] == 1
