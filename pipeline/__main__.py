@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline import interrupts
 from pipeline.config import register, to_config
 from pipeline.errors import PipelineError, SweepAborted
 
@@ -76,10 +76,6 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(parts)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def cli() -> None:
     """Hydra's main, with a user's errors on one line and interruptions closing the runs."""
     from pipeline.sweep import close_open_parents
@@ -89,7 +85,7 @@ def cli() -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         os.environ["PIPELINE_USER_FULL_ERROR"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupts.install()
     try:
         main()
     except KeyboardInterrupt:

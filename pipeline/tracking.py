@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline._tf import keras, tf
 from pipeline.config import TrackingConfig
 from pipeline.errors import TrackingError
+from pipeline.interrupts import held
 
 log = logging.getLogger(__name__)
 # MLflow's INFO lines (creating tables, engine options) say nothing a user acts on.
@@ -180,12 +181,13 @@ def start_run(
         The run id.
     """
     run_name, tags = _store_ready(run_name, tags)
-    run = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        tags=tags,
-        parent_run_id=parent_run_id,
-    )
+    with held():
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=tags,
+            parent_run_id=parent_run_id,
+        )
     try:
         yield run.info.run_id
     except KeyboardInterrupt:
@@ -193,8 +195,9 @@ def start_run(
         raise
     except BaseException as exc:
         # Errors may carry tags saying where they happened (e.g. diverged_epoch, failed_stage).
-        for key, value in getattr(exc, "tags", {}).items():
-            mlflow.set_tag(key, value)
+        with held():
+            for key, value in getattr(exc, "tags", {}).items():
+                mlflow.set_tag(key, value)
         _close(RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     else:
@@ -202,11 +205,12 @@ def start_run(
 
 
 def _close(status: int, error: str | None = None) -> None:
-    try:
-        if error:
-            mlflow.set_tag("error", error[:MAX_TAG_CHARS])
-    finally:
-        mlflow.end_run(RunStatus.to_string(status))
+    with held():
+        try:
+            if error:
+                mlflow.set_tag("error", error[:MAX_TAG_CHARS])
+        finally:
+            mlflow.end_run(RunStatus.to_string(status))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -226,22 +230,28 @@ class Recorder:
 
     enabled = True
 
+    # Each record is written whole: Ctrl-C waits for the end of the write (see interrupts).
     def params(self, params: Mapping[str, Any]) -> None:
-        mlflow.log_params(dict(params))
+        with held():
+            mlflow.log_params(dict(params))
 
     def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        with held():
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     def files(self, paths: Iterable[Path], folder: str | None = None) -> None:
         for path in paths:
-            mlflow.log_artifact(str(path), artifact_path=folder)
+            with held():
+                mlflow.log_artifact(str(path), artifact_path=folder)
 
     def folder(self, local_dir: Path, folder: str) -> None:
         if local_dir.is_dir():
-            mlflow.log_artifacts(str(local_dir), folder)
+            with held():
+                mlflow.log_artifacts(str(local_dir), folder)
 
     def keras_model(self, model: keras.Model, input_example: np.ndarray) -> str | None:
-        return log_keras_model(model, input_example)
+        with held():
+            return log_keras_model(model, input_example)
 
     def callbacks(self) -> list[keras.callbacks.Callback]:
         return [EpochMetricsLogger()]
@@ -343,7 +353,8 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1)
+        with held():
+            mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1)
         self.logged_epochs = epoch + 1
 
 
@@ -354,7 +365,8 @@ def create_parent_run(
     cfg = TrackingConfig(uri=tracking_uri, experiment=experiment_name)
     experiment_id = setup(cfg, experiment_name)
     run_name, tags = _store_ready(run_name, tags)
-    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+    with held():
+        run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
     return run.info.run_id
 
 
@@ -362,7 +374,8 @@ def end_parent_run(tracking_uri: str | None, run_id: str, status: str) -> None:
     mlflow.set_tracking_uri(_connect_uri(resolve_uri(tracking_uri)))
     client = MlflowClient()
     if client.get_run(run_id).info.status == "RUNNING":
-        client.set_terminated(run_id, status)
+        with held():
+            client.set_terminated(run_id, status)
 
 
 def parent_experiment_after_setup(cfg: TrackingConfig, parent_run_id: str) -> str:
@@ -458,16 +471,18 @@ def log_to_run(
 ) -> None:
     """Log params, metrics and tags to a run that need not be active (a sweep's parent)."""
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        params=[Param(k, str(v)) for k, v in params.items()],
-        tags=[RunTag(k, str(v)) for k, v in tags.items()],
-    )
+    with held():
+        MlflowClient().log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in params.items()],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
 
 
 def log_files(paths: Mapping[str, Path], run_id: str, artifact_path: str) -> None:
     """Log local files to a run that need not be active (a sweep's parent)."""
     client = MlflowClient()
     for path in paths.values():
-        client.log_artifact(run_id, str(path), artifact_path)
+        with held():
+            client.log_artifact(run_id, str(path), artifact_path)

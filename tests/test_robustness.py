@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import pipeline.run as run_module
+from pipeline import interrupts
 from pipeline._tf import keras
 from pipeline.config import to_config
 from pipeline.errors import DataError, StageError, TrainingError
@@ -390,3 +391,21 @@ def test_model_is_keras_format_and_loads_in_safe_mode(tiny_data, isolated_tracki
     with np.load(tmp_path / "job" / "weights.npz", allow_pickle=False) as weights:
         assert weights["dense/kernel"].shape == (784, 10)
     json.loads((tmp_path / "job" / "metrics.json").read_text())
+
+
+def test_an_interruption_inside_a_record_write_waits_for_its_end():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    interrupts.install()
+    try:
+        finished = False
+        with pytest.raises(KeyboardInterrupt, match="signal 15"), interrupts.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs meanwhile: it must not raise here
+            finished = True
+        assert finished
+        with pytest.raises(KeyboardInterrupt):  # outside held(): at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
