@@ -33,7 +33,8 @@ def install() -> None:
 
 @contextmanager
 def held() -> Iterator[None]:
-    """A block that an interruption does not cut in half: it is raised when the block ends."""
+    """A block (or, as `@held()`, a function) that an interruption does not cut in half: it
+    is raised when the block ends."""
     global _depth, _pending
     if threading.current_thread() is not threading.main_thread():
         yield  # signals are handled on the main thread only

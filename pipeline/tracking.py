@@ -204,13 +204,13 @@ def start_run(
         _close(RunStatus.FINISHED)
 
 
+@held()
 def _close(status: int, error: str | None = None) -> None:
-    with held():
-        try:
-            if error:
-                mlflow.set_tag("error", error[:MAX_TAG_CHARS])
-        finally:
-            mlflow.end_run(RunStatus.to_string(status))
+    try:
+        if error:
+            mlflow.set_tag("error", error[:MAX_TAG_CHARS])
+    finally:
+        mlflow.end_run(RunStatus.to_string(status))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -231,27 +231,27 @@ class Recorder:
     enabled = True
 
     # Each record is written whole: Ctrl-C waits for the end of the write (see interrupts).
+    @held()
     def params(self, params: Mapping[str, Any]) -> None:
-        with held():
-            mlflow.log_params(dict(params))
+        mlflow.log_params(dict(params))
 
+    @held()
     def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        with held():
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
+    @held()
     def files(self, paths: Iterable[Path], folder: str | None = None) -> None:
         for path in paths:
-            with held():
-                mlflow.log_artifact(str(path), artifact_path=folder)
+            mlflow.log_artifact(str(path), artifact_path=folder)
 
+    @held()
     def folder(self, local_dir: Path, folder: str) -> None:
         if local_dir.is_dir():
-            with held():
-                mlflow.log_artifacts(str(local_dir), folder)
+            mlflow.log_artifacts(str(local_dir), folder)
 
+    @held()
     def keras_model(self, model: keras.Model, input_example: np.ndarray) -> str | None:
-        with held():
-            return log_keras_model(model, input_example)
+        return log_keras_model(model, input_example)
 
     def callbacks(self) -> list[keras.callbacks.Callback]:
         return [EpochMetricsLogger()]
@@ -352,9 +352,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         self.logged_epochs = 0
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        with held():
-            mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1)
+        Recorder().metrics(logs or {}, step=epoch + 1)
         self.logged_epochs = epoch + 1
 
 
