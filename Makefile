@@ -1,5 +1,6 @@
 # make run [ARGS="model=ann optimizer=adam"]   train, evaluate and record one job (or a sweep: ARGS="-m ...")
-# make test                                   lint, format check and the fast tests
+# make test                                   lint, format check and the fast tier (in-process tests)
+# make test-all                               lint, format check and every test (what CI runs)
 # make ui                                     MLflow's UI on http://127.0.0.1:5000
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ ifneq ($(wildcard ../shared/datasets/mnist),)
 export PIPELINE_DATA_DIR ?= $(abspath ../shared/datasets)
 endif
 
-.PHONY: run test lint ui bench clean
+.PHONY: run test test-all lint ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,8 +31,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The fast tier is pytest's default selection (pyproject.toml): not `cli`, `slow` or `system`.
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: lint
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)

@@ -24,11 +24,11 @@ from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, set_threads, steps_per_execution
 from pipeline.stages.load import load
 from pipeline.stages.preprocess import preprocess
-from pipeline.stages.report import data_figures, render_html, result_artifacts
+from pipeline.stages.report import render_html, report
+from pipeline.sweep import PARENT_RUN_FILE
 
 log = logging.getLogger(__name__)
 
-PARENT_RUN_FILE = "mlflow_parent_run_id"
 PLOT_DPI = 90
 
 
@@ -123,7 +123,9 @@ def run(
 
     set_threads(conf.trainer)
     distribute.split_cpu(conf.trainer)
-    keras.backend.clear_session()
+    # Keras' global state from an earlier job in this process (a sweep) goes; a full garbage
+    # collection on top would cost about a second a job with TensorFlow loaded.
+    keras.backend.clear_session(free_memory=False)
     strategy = distribute.strategy(conf.trainer)
     keras.utils.set_random_seed(conf.seed)
     tf.config.experimental.enable_op_determinism()
@@ -189,9 +191,7 @@ def run(
 
         with _stage("report"):
             report_started = time.perf_counter()
-            figures = data_figures(conf.report, ds, title) | result_artifacts(
-                conf.report, ds, history, metrics, weights, conf.model.name, title
-            )
+            figures = report(conf.report, ds, history, metrics, weights, conf.model.name, title)
             written = _write_artifacts(figures, out)
             rec.folder(out / "plots", "plots")
             texts = [out / name for name, item in written.items() if isinstance(item, str)]

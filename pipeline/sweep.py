@@ -27,6 +27,8 @@ def close_open_parents(status: str) -> None:
         callback.close(status)
 
 
+# The file in the sweep folder holding the parent run's id, read by every job of the sweep.
+PARENT_RUN_FILE = "mlflow_parent_run_id"
 SEARCH_RESULT_FILE = "optimization_results.yaml"
 
 
@@ -69,7 +71,6 @@ class MlflowSweepCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         from pipeline import tracking
-        from pipeline.run import PARENT_RUN_FILE
 
         sweep_dir = Path(config.hydra.sweep.dir)
         _check_search(config)

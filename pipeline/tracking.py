@@ -228,8 +228,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 class Recorder:
     """Records one open MLflow run: what `run()` hands it goes to the store."""
 
-    enabled = True
-
     # Each record is written whole: Ctrl-C waits for the end of the write (see interrupts).
     @held()
     def params(self, params: Mapping[str, Any]) -> None:
@@ -259,8 +257,6 @@ class Recorder:
 
 class NullRecorder(Recorder):
     """Stands in for a run when `tracking.enabled=false`: records nothing."""
-
-    enabled = False
 
     def params(self, params: Mapping[str, Any]) -> None:
         pass
@@ -348,12 +344,8 @@ class EpochMetricsLogger(keras.callbacks.Callback):
     shut down at the end of a run, more than all the epochs' calls together.)
     """
 
-    def on_train_begin(self, logs=None):
-        self.logged_epochs = 0
-
     def on_epoch_end(self, epoch, logs=None):
         Recorder().metrics(logs or {}, step=epoch + 1)
-        self.logged_epochs = epoch + 1
 
 
 def create_parent_run(

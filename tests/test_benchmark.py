@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import PROJECT_ROOT
+import pytest
+
+from tests.helpers import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def _smoke(script: str, out, real_data, timeout: int) -> subprocess.CompletedProcess:

@@ -2,21 +2,38 @@
 
 import csv
 import io
+import shutil
 
 import pytest
 
 from pipeline import compare, tracking
 from pipeline.run import run
-from tests.conftest import make_config
+from tests.helpers import NO_REPORT, QUIET, make_config, tiny_overrides, write_tiny_dataset
 
 
-@pytest.fixture
-def three_runs(tiny_data):
-    """linear-sgd, linear-adam (both validated) and ann-adam without validation."""
-    common = [*tiny_data, "trainer.epochs=2", "trainer.verbose=0", "tracking.log_model=false"]
+@pytest.fixture(scope="module")
+def three_runs_store(tmp_path_factory, empty_store):
+    """A store holding linear-sgd, linear-adam (both validated) and ann-adam without
+    validation, made once for the module."""
+    home = tmp_path_factory.mktemp("three-runs")
+    shutil.copyfile(empty_store, home / "mlflow.db")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    common = [
+        *tiny_overrides(home / "data", write_tiny_dataset(home / "data")),
+        f"tracking.uri={uri}",
+        "trainer.epochs=2",
+        *QUIET,
+        *NO_REPORT,
+    ]
     run(make_config([*common, "optimizer=sgd"]))
     run(make_config([*common, "optimizer=adam"]))
     run(make_config([*common, "model=ann", "optimizer=adam", "trainer.validation_split=0"]))
+    return uri
+
+
+@pytest.fixture
+def three_runs(three_runs_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", three_runs_store)
 
 
 def test_compare_an_experiment(three_runs):

@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 
 from pipeline.config import Config, to_config
 from pipeline.errors import ConfigError
-from tests.conftest import PROJECT_ROOT, cli, make_config
+from tests.helpers import PROJECT_ROOT, cli, make_config
 
 
 @pytest.mark.parametrize(
@@ -122,6 +122,7 @@ def test_out_of_range_value_names_the_key(override, key):
         to_config(cfg)
 
 
+@pytest.mark.cli
 def test_cli_bad_value_fails_before_reading_data(tmp_path):
     # A data directory that does not exist: reading data would fail with a different message.
     out = cli(
@@ -135,6 +136,7 @@ def test_cli_bad_value_fails_before_reading_data(tmp_path):
     assert "Traceback" not in said
 
 
+@pytest.mark.cli
 def test_cfg_job_does_not_import_tensorflow_or_mlflow():
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "pipeline", "--cfg", "job"],

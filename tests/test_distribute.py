@@ -10,7 +10,7 @@ from pipeline.config import TrainerConfig
 from pipeline.distribute import strategy
 from pipeline.errors import ConfigError
 from pipeline.stages.fit import steps_per_execution
-from tests.conftest import assert_one_line_error, cli, runs_in
+from tests.helpers import QUIET, assert_one_line_error, cli, runs_in
 
 
 def _tf_config(monkeypatch, cluster, kind, index):
@@ -46,6 +46,7 @@ def test_strategy_settings_are_checked():
     assert steps_per_execution(TrainerConfig(), 1000) == 16
 
 
+@pytest.mark.cli
 def test_multi_worker_cluster_is_refused_before_anything_is_recorded(
     tiny_data, isolated_tracking, tmp_path, monkeypatch
 ):
@@ -56,6 +57,7 @@ def test_multi_worker_cluster_is_refused_before_anything_is_recorded(
     assert runs_in(isolated_tracking) == []
 
 
+@pytest.mark.cli
 def test_multi_worker_without_a_cluster_trains_as_one_worker(
     tiny_data, isolated_tracking, tmp_path, monkeypatch
 ):
@@ -65,8 +67,7 @@ def test_multi_worker_without_a_cluster_trains_as_one_worker(
             "trainer.strategy=multi_worker",
             *tiny_data,
             "trainer.epochs=2",
-            "trainer.verbose=0",
-            "tracking.log_model=false",
+            *QUIET,
             f"hydra.run.dir={tmp_path / 'r'}",
         ]
     )
@@ -82,12 +83,14 @@ def test_unknown_device_is_named():
         strategy(TrainerConfig(strategy="mirrored", devices=["/gpu:7"]))
 
 
+@pytest.mark.cli
 def test_bad_strategy_override_is_one_line(tmp_path, isolated_tracking):
     out = cli(["trainer.strategy=tpu", f"hydra.run.dir={tmp_path / 'run'}"])
     assert_one_line_error(out, "trainer.strategy", "tpu")
     assert runs_in(isolated_tracking) == []
 
 
+@pytest.mark.cli
 def test_mirrored_on_two_cpu_devices_matches_one_device(real_data, isolated_tracking, tmp_path):
     common = [
         "model=ann",
@@ -95,8 +98,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(real_data, isolated_trac
         f"dataset.path='{real_data}'",
         "dataset.limit=10000",
         "trainer.epochs=3",
-        "trainer.verbose=0",
-        "tracking.log_model=false",
+        *QUIET,
         "report.samples=false",
         "report.mistakes=false",
     ]

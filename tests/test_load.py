@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import to_config
 from pipeline.errors import DataError
 from pipeline.stages.load import load, read_idx
-from tests.conftest import (
+from tests.helpers import (
     TINY_FILES,
     idx_bytes,
     make_config,
@@ -20,7 +20,7 @@ from tests.conftest import (
     write_idx,
     write_tiny_dataset,
 )
-from tests.services import free_port as closed_port
+from tests.helpers import free_port as closed_port
 
 
 def dataset_cfg(overrides):

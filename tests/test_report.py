@@ -17,7 +17,7 @@ from pipeline.config import ReportConfig
 from pipeline.stages.evaluate import Metrics
 from pipeline.stages.fit import History
 from pipeline.stages.report import render_html, report
-from tests import conftest
+from tests.helpers import tiny_dataset
 
 NAMES = (
     "T-shirt/top",
@@ -48,8 +48,8 @@ SWITCHES = {
 ALL_ARTIFACTS = set().union(*SWITCHES.values())
 
 
-def tiny_dataset(class_names=NAMES):
-    return conftest.tiny_dataset(n_train=30, n_test=20, class_names=class_names)
+# The tiny data every report test draws: 30 training and 20 test images with NAMES.
+SMALL = {"n_train": 30, "n_test": 20, "class_names": NAMES}
 
 
 def wrong_label(true: int) -> int:
@@ -99,7 +99,7 @@ def only(*switches: str, **counts: int) -> ReportConfig:
 
 
 def run_report(cfg: ReportConfig, ds=None, metrics=None, model="linear", with_val=True):
-    ds = ds or tiny_dataset()
+    ds = ds or tiny_dataset(**SMALL)
     metrics = metrics or make_metrics(ds.test_y, WRONG)
     weights = {"dense/kernel": make_kernel(), "dense/bias": np.zeros(10)}
     return report(cfg, ds, _history(with_val), metrics, weights, model, TITLE)
@@ -144,7 +144,7 @@ def test_no_weights_for_the_ann():
 
 
 def test_samples_show_the_first_image_with_its_raw_values_and_a_labelled_grid(artifacts):
-    ds = tiny_dataset()
+    ds = tiny_dataset(**SMALL)
     fig = artifacts["samples.png"]
     single, grid = fig.subfigs
     image_ax, colorbar_ax = single.axes
@@ -194,7 +194,7 @@ def test_learning_curves_without_validation_draw_training_only():
 
 
 def test_predictions_pair_each_image_with_its_probabilities(artifacts):
-    ds = tiny_dataset()
+    ds = tiny_dataset(**SMALL)
     metrics = make_metrics(ds.test_y, WRONG)
     fig = artifacts["predictions.png"]
     assert len(fig.axes) == 30
@@ -227,7 +227,7 @@ def test_predictions_pair_each_image_with_its_probabilities(artifacts):
 
 def test_predictions_label_text_for_a_known_mistake(artifacts):
     # Image 7 is wrong at 95%: the label reads "<predicted> 95% (<true>)" in red.
-    ds = tiny_dataset()
+    ds = tiny_dataset(**SMALL)
     label = artifacts["predictions.png"].axes[14].xaxis.label
     true = int(ds.test_y[7])
     assert label.get_text() == f"{NAMES[wrong_label(true)]} 95% ({NAMES[true]})"
@@ -238,7 +238,7 @@ def test_predictions_label_text_for_a_known_mistake(artifacts):
 
 
 def test_confusion_matrix_shows_the_counts_with_class_names(artifacts):
-    ds = tiny_dataset()
+    ds = tiny_dataset(**SMALL)
     metrics = make_metrics(ds.test_y, WRONG)
     fig = artifacts["confusion_matrix.png"]
     ax = fig.axes[0]
@@ -254,13 +254,13 @@ def test_confusion_matrix_shows_the_counts_with_class_names(artifacts):
 
 
 def test_confusion_matrix_keeps_short_names_horizontal():
-    ds = tiny_dataset(class_names=[str(k) for k in range(10)])
+    ds = tiny_dataset(**{**SMALL, "class_names": [str(k) for k in range(10)]})
     fig = run_report(only("confusion_matrix"), ds=ds)["confusion_matrix.png"]
     assert {t.get_rotation() for t in fig.axes[0].get_xticklabels()} == {0}
 
 
 def test_classification_report_json_parses_back_to_the_report(artifacts):
-    metrics = make_metrics(tiny_dataset().test_y, WRONG)
+    metrics = make_metrics(tiny_dataset(**SMALL).test_y, WRONG)
     text = artifacts["classification_report.json"]
     assert json.loads(text) == metrics.report
     assert "\n  " in text  # indented for reading
@@ -271,7 +271,7 @@ def test_classification_report_json_parses_back_to_the_report(artifacts):
 
 
 def test_mistakes_most_confident_first(artifacts):
-    ds = tiny_dataset()
+    ds = tiny_dataset(**SMALL)
     fig = artifacts["mistakes.png"]
     assert len(fig.axes) == len(MISTAKE_ORDER)
     for ax, i in zip(fig.axes, MISTAKE_ORDER, strict=True):
@@ -284,7 +284,7 @@ def test_mistakes_most_confident_first(artifacts):
 
 
 def test_mistakes_keep_at_most_num_mistakes():
-    ds = tiny_dataset()
+    ds = tiny_dataset(**SMALL)
     fig = run_report(only("mistakes", num_mistakes=2), ds=ds)["mistakes.png"]
     assert len(fig.axes) == 2
     for ax, i in zip(fig.axes, MISTAKE_ORDER[:2], strict=True):
@@ -292,7 +292,7 @@ def test_mistakes_keep_at_most_num_mistakes():
 
 
 def test_mistakes_without_any_is_a_note():
-    ds = tiny_dataset()
+    ds = tiny_dataset(**SMALL)
     fig = run_report(only("mistakes"), ds=ds, metrics=make_metrics(ds.test_y, {}))["mistakes.png"]
     assert isinstance(fig, Figure) and fig.axes == []
     assert [t.get_text() for t in fig.texts if t.get_text() != fig.get_suptitle()] == [

@@ -1,10 +1,11 @@
-"""Bad input, faults during a run, interruption, reproducibility and parallel sweeps."""
+"""Bad input, faults during a run, interruption, reproducibility and parallel sweeps.
+
+Tests marked `cli` start `python -m pipeline` as a user does: its exit code, its one-line
+errors, Ctrl-C and SIGTERM. The rest run in this process."""
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,36 +21,25 @@ from pipeline.config import to_config
 from pipeline.errors import DataError, StageError, TrainingError
 from pipeline.run import run
 from pipeline.stages.load import load
-from tests.conftest import (
+from tests.helpers import (
+    NO_REPORT,
     PROJECT_ROOT,
+    QUIET,
+    SILENT,
     TINY_FILES,
     assert_one_line_error,
     cli,
+    init_store,
     make_config,
     runs_in,
+    start_pipeline,
+    sweep_runs,
     tiny_arrays,
     tiny_overrides,
     write_idx,
     write_tiny_dataset,
 )
-from tests.services import free_port as closed_port
-
-
-def init_store(uri):
-    """Create the store's tables now: a poller and the job migrating it at once would race."""
-    MlflowClient(uri).search_experiments()
-
-
-def start_pipeline(args):
-    """`python -m pipeline ARGS` in the background, its stderr kept for failures."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
+from tests.helpers import free_port as closed_port
 
 # --- bad config: one line naming the key, exit 1, nothing in the store ----------------------
 
@@ -71,30 +61,42 @@ def start_pipeline(args):
         (["dataset.limit=0"], ["dataset.limit=0"]),
     ],
 )
+@pytest.mark.cli
 def test_bad_config_is_one_line_and_touches_nothing(overrides, names, isolated_tracking, tmp_path):
     out = cli([*overrides, f"hydra.run.dir={tmp_path / 'job'}"])
     assert_one_line_error(out, *names)
     assert runs_in(isolated_tracking) == []
 
 
+@pytest.mark.cli
 def test_full_traceback_on_request(tmp_path):
     out = cli(["trainer.epochs=0", f"hydra.run.dir={tmp_path}"], env={"HYDRA_FULL_ERROR": "1"})
     assert out.returncode == 1
     assert "Traceback" in out.stderr and "trainer.epochs=0" in out.stderr
 
 
-def test_split_leaving_no_training_data(tiny_data, isolated_tracking, tmp_path):
+@pytest.mark.cli
+def test_split_leaving_no_training_data(tiny_data, tmp_path):
+    store = tmp_path / "untouched.db"
     out = cli(
-        [*tiny_data, "dataset.limit=1", "trainer.validation_split=0.5", f"hydra.run.dir={tmp_path}"]
+        [
+            *tiny_data,
+            "dataset.limit=1",
+            "trainer.validation_split=0.5",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
     )
     assert_one_line_error(out, "trainer.validation_split=0.5", "no training data")
-    assert not os.path.exists(isolated_tracking.removeprefix("sqlite:///"))
+    assert not store.exists()
 
 
 # --- bad data -------------------------------------------------------------------------------
 
 
-def test_bad_data_file_is_one_line_naming_it(tmp_path, isolated_tracking):
+@pytest.mark.cli
+def test_bad_data_file_is_one_line_naming_it(tmp_path):
+    store = tmp_path / "untouched.db"
     root = tmp_path / "data"
     digests = {}
     arrays = tiny_arrays(40, 10)
@@ -102,11 +104,15 @@ def test_bad_data_file_is_one_line_naming_it(tmp_path, isolated_tracking):
         digests[role] = write_idx(root / "mnist" / fname, arrays[role])
     bad = root / "mnist" / TINY_FILES["test_images"]
     bad.write_bytes(bad.read_bytes()[:100])  # truncated
-    out = cli([*tiny_overrides(root, digests), f"hydra.run.dir={tmp_path / 'job'}"])
+    out = cli(
+        [*tiny_overrides(root, digests), f"hydra.run.dir={tmp_path / 'job'}"],
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
+    )
     assert_one_line_error(out, str(bad))
-    assert not os.path.exists(isolated_tracking.removeprefix("sqlite:///"))
+    assert not store.exists()
 
 
+@pytest.mark.cli
 def test_missing_data_dir_is_one_line(tmp_path, isolated_tracking):
     out = cli([f"dataset.path={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'job'}"])
     assert_one_line_error(out, "dataset.path", str(tmp_path / "nowhere"))
@@ -129,6 +135,7 @@ def test_one_missing_file_names_it_and_where_it_looked(tmp_path):
 # --- tracking store ----------------------------------------------------------------------------
 
 
+@pytest.mark.cli
 def test_unreachable_server_fails_in_seconds_before_data(tmp_path):
     start = time.monotonic()
     out = cli(
@@ -143,6 +150,7 @@ def test_unreachable_server_fails_in_seconds_before_data(tmp_path):
     assert elapsed < 60  # MLflow's own retries would take minutes
 
 
+@pytest.mark.cli
 def test_store_that_cannot_be_written(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -154,9 +162,7 @@ def test_store_that_cannot_be_written(tmp_path):
 
 
 def test_too_high_learning_rate_fails_the_run(tiny_data, isolated_tracking):
-    cfg = make_config(
-        [*tiny_data, "optimizer.learning_rate=1e37", "trainer.epochs=20", "trainer.verbose=0"]
-    )
+    cfg = make_config([*tiny_data, *QUIET, "optimizer.learning_rate=1e37", "trainer.epochs=20"])
     with pytest.raises(TrainingError, match=r"diverged at epoch 1: the loss became (inf|nan)"):
         run(cfg)
     (r,) = runs_in(isolated_tracking)
@@ -186,7 +192,7 @@ def test_divergence_mid_run_stops_at_once_and_keeps_earlier_epochs(
         "fit",
         lambda cfg, model, splits, cbs: real_fit(cfg, model, splits, [*cbs, PoisonAfter(2)]),
     )
-    cfg = make_config([*tiny_data, "trainer.epochs=20", "trainer.verbose=0"])
+    cfg = make_config([*tiny_data, *QUIET, "trainer.epochs=20"])
     with pytest.raises(TrainingError, match="diverged at epoch 3: the loss became nan"):
         run(cfg)
     (r,) = runs_in(isolated_tracking)
@@ -202,9 +208,9 @@ def test_report_failure_keeps_model_and_metrics(tiny_data, isolated_tracking, mo
     def broken(*args, **kwargs):
         raise ValueError("cannot draw")
 
-    monkeypatch.setattr(run_module, "result_artifacts", broken)
+    monkeypatch.setattr(run_module, "report", broken)
     with pytest.raises(StageError, match="stage report failed: ValueError: cannot draw"):
-        run(make_config([*tiny_data, "trainer.epochs=1", "trainer.verbose=0"]))
+        run(make_config([*tiny_data, SILENT, "trainer.epochs=1"]))
     (r,) = runs_in(isolated_tracking)
     assert r.info.status == "FAILED"
     assert r.data.tags["failed_stage"] == "report"
@@ -226,6 +232,7 @@ def _wait_for_epochs(uri, n, proc, timeout=120):
     raise AssertionError("no epochs logged in time")
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupt_during_fit_kills_the_run_and_keeps_epochs(
     sig, tiny_data, isolated_tracking, tmp_path
@@ -234,8 +241,8 @@ def test_interrupt_during_fit_kills_the_run_and_keeps_epochs(
     proc = start_pipeline(
         [
             *tiny_data,
+            *QUIET,
             "trainer.epochs=100000",
-            "trainer.verbose=0",
             f"hydra.run.dir={tmp_path / 'job'}",
         ]
     )
@@ -256,6 +263,7 @@ def test_interrupt_during_fit_kills_the_run_and_keeps_epochs(
     assert len(steps) >= 3 and sorted(steps) == list(range(1, len(steps) + 1))
 
 
+@pytest.mark.cli
 def test_interrupted_sweep_keeps_parent_and_finished_children(
     tiny_data, isolated_tracking, tmp_path
 ):
@@ -265,8 +273,7 @@ def test_interrupted_sweep_keeps_parent_and_finished_children(
             "-m",
             *tiny_data,
             "trainer.epochs=2,100000",
-            "trainer.verbose=0",
-            "tracking.log_model=false",
+            *QUIET,
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ]
     )
@@ -288,12 +295,9 @@ def test_interrupted_sweep_keeps_parent_and_finished_children(
     finally:
         proc.kill()
     assert proc.returncode == 130
-    by_status = {}
-    for r in runs_in(isolated_tracking):
-        kind = "child" if "mlflow.parentRunId" in r.data.tags else "parent"
-        by_status.setdefault(kind, []).append(r.info.status)
-    assert by_status["parent"] == ["KILLED"]
-    assert sorted(by_status["child"]) == ["FINISHED", "KILLED"]
+    parent, children = sweep_runs(isolated_tracking)
+    assert parent.info.status == "KILLED"
+    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
 
 
 # --- reproducibility ----------------------------------------------------------------------------
@@ -316,12 +320,12 @@ def test_same_seed_same_curves_other_seed_other_curves(tiny_data, isolated_track
             make_config(
                 [
                     *tiny_data,
+                    *QUIET,
+                    *NO_REPORT,
                     "trainer.epochs=3",
-                    "trainer.verbose=0",
                     "optimizer=adam",
                     "model=ann",
                     f"seed={seed}",
-                    "tracking.log_model=false",
                 ]
             )
         )
@@ -335,6 +339,7 @@ def test_same_seed_same_curves_other_seed_other_curves(tiny_data, isolated_track
 # --- parallel sweep on one SQLite store -----------------------------------------------------------
 
 
+@pytest.mark.cli
 def test_parallel_sweep_records_every_job(tiny_data, isolated_tracking, tmp_path):
     out = cli(
         [
@@ -344,8 +349,7 @@ def test_parallel_sweep_records_every_job(tiny_data, isolated_tracking, tmp_path
             *tiny_data,
             "seed=1,2,3,4,5,6,7,8",
             "trainer.epochs=1",
-            "trainer.verbose=0",
-            "tracking.log_model=false",
+            *QUIET,
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
         timeout=600,
@@ -353,14 +357,11 @@ def test_parallel_sweep_records_every_job(tiny_data, isolated_tracking, tmp_path
     said = out.stdout + out.stderr
     assert out.returncode == 0, said[-3000:]
     assert "database is locked" not in said
-    runs = runs_in(isolated_tracking)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent, children = sweep_runs(isolated_tracking)
+    assert parent.info.status == "FINISHED"
     assert len(children) == 8
     assert {r.data.params["seed"] for r in children} == {str(i) for i in range(1, 9)}
     assert all(r.info.status == "FINISHED" for r in children)
-    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
 
 
 # --- security -----------------------------------------------------------------------------
@@ -374,7 +375,7 @@ def test_ui_listens_on_loopback_only():
 
 def test_model_is_keras_format_and_loads_in_safe_mode(tiny_data, isolated_tracking, tmp_path):
     run(
-        make_config([*tiny_data, "trainer.epochs=1", "trainer.verbose=0"]),
+        make_config([*tiny_data, SILENT, "trainer.epochs=1"]),
         output_dir=tmp_path / "job",
     )
     (r,) = runs_in(isolated_tracking)

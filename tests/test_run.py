@@ -1,4 +1,5 @@
-"""End to end through run() and the CLI, reading the results back from MLflow."""
+"""End to end through run() and the entry point, in this process, reading the results back
+from MLflow."""
 
 import json
 
@@ -9,14 +10,17 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.run import run
-from tests.conftest import PROJECT_ROOT, cli, make_config
-
-
-def _artifacts(client, run_id, path=None):
-    out = []
-    for f in client.list_artifacts(run_id, path):
-        out.extend(_artifacts(client, run_id, f.path) if f.is_dir else [f.path])
-    return out
+from tests.helpers import (
+    FIGURES,
+    NO_REPORT,
+    PROJECT_ROOT,
+    QUIET,
+    SILENT,
+    artifact_paths,
+    make_config,
+    run_main,
+    sweep_runs,
+)
 
 
 def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
@@ -28,7 +32,7 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
             f"dataset.path={real_data}",
             "dataset.limit=2000",
             "trainer.epochs=2",
-            "trainer.verbose=0",
+            SILENT,
             "optimizer=adam",
         ]
     )
@@ -59,7 +63,7 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
     assert m["fit_seconds"] > 0
     assert objective == pytest.approx(m["val_accuracy"])
 
-    arts = _artifacts(client, r.info.run_id)
+    arts = artifact_paths(client, r.info.run_id)
     expected = {
         "config.yaml",
         "model_summary.txt",
@@ -68,17 +72,7 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
         ".hydra/overrides.yaml",
         "classification_report.json",
         "report.html",
-        *(
-            f"plots/{name}.png"
-            for name in (
-                "samples",
-                "learning_curves",
-                "predictions",
-                "confusion_matrix",
-                "mistakes",
-                "weights",
-            )
-        ),
+        *(f"plots/{name}.png" for name in FIGURES),
     }
     assert expected <= set(arts), expected - set(arts)
     # The same files are in the job's folder.
@@ -111,7 +105,7 @@ def test_failed_run_is_marked_failed_with_the_error(tiny_data, isolated_tracking
 
     monkeypatch.setattr(run_module, "fit", boom)
     with pytest.raises(RuntimeError, match="fit exploded"):
-        run(make_config([*tiny_data, "trainer.epochs=1"]))
+        run(make_config([*tiny_data, *QUIET, "trainer.epochs=1"]))
     (r,) = MlflowClient(isolated_tracking).search_runs(
         [MlflowClient(isolated_tracking).get_experiment_by_name("mnist").experiment_id]
     )
@@ -132,7 +126,7 @@ def test_artifacts_go_beside_the_sqlite_database(tiny_data, tmp_path, monkeypatc
     db = tmp_path / "elsewhere" / "store.db"
     db.parent.mkdir()
     monkeypatch.chdir(tmp_path)  # the working directory must not matter
-    run(make_config([*tiny_data, "trainer.epochs=1", f"tracking.uri=sqlite:///{db}"]))
+    run(make_config([*tiny_data, *QUIET, "trainer.epochs=1", f"tracking.uri=sqlite:///{db}"]))
     exp = MlflowClient(f"sqlite:///{db}").get_experiment_by_name("mnist")
     assert exp.artifact_location == (db.parent / "mlruns" / "mnist").as_uri()
     assert any((db.parent / "mlruns" / "mnist").rglob("weights.npz"))
@@ -140,39 +134,37 @@ def test_artifacts_go_beside_the_sqlite_database(tiny_data, tmp_path, monkeypatc
 
 
 def test_experiment_name_can_be_set(tiny_data, isolated_tracking):
-    run(make_config([*tiny_data, "trainer.epochs=1", "tracking.experiment=my-study"]))
+    run(make_config([*tiny_data, *QUIET, "trainer.epochs=1", "tracking.experiment=my-study"]))
     exp = MlflowClient(isolated_tracking).get_experiment_by_name("my-study")
     assert exp is not None
     assert len(MlflowClient(isolated_tracking).search_runs([exp.experiment_id])) == 1
 
 
-def test_multirun_makes_one_parent_and_four_named_children(real_data, isolated_tracking, tmp_path):
-    out = cli(
+def test_multirun_makes_one_parent_and_four_named_children(
+    real_data, isolated_tracking, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(real_data))
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    code = run_main(
         [
             "-m",
             "model=linear,ann",
             "optimizer=sgd,adam",
             "trainer.epochs=1",
             "dataset.limit=500",
-            "trainer.verbose=0",
-            "tracking.log_model=false",
+            *QUIET,
+            *NO_REPORT,
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        env={"PIPELINE_DATA_DIR": str(real_data)},
-        timeout=600,
-        cwd=tmp_path,
+        ]
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert code == 0
     client = MlflowClient(isolated_tracking)
-    exp = client.get_experiment_by_name("mnist")
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 4
-    parent = parents[0]
+    parent, children = sweep_runs(isolated_tracking)
+    assert len(children) == 4
+    assert parent.info.experiment_id == client.get_experiment_by_name("mnist").experiment_id
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["sweep"] == "true"
-    assert sorted(c.info.run_name for c in children) == [
+    assert [c.info.run_name for c in children] == [
         "ann-adam",
         "ann-sgd",
         "linear-adam",
@@ -181,7 +173,7 @@ def test_multirun_makes_one_parent_and_four_named_children(real_data, isolated_t
     commit = tracking.git_commit()
     for c in children:
         assert c.info.status == "FINISHED"
-        assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert c.info.experiment_id == parent.info.experiment_id
         model, optimizer = c.info.run_name.split("-")
         assert (c.data.tags["model"], c.data.tags["optimizer"]) == (model, optimizer)
         assert c.data.tags["dataset"] == "mnist"
@@ -189,9 +181,9 @@ def test_multirun_makes_one_parent_and_four_named_children(real_data, isolated_t
         assert f"optimizer={optimizer}" in c.data.tags["overrides"]
         if commit:
             assert c.data.tags["git_commit"] == commit
-        assert ".hydra/config.yaml" in _artifacts(client, c.info.run_id, ".hydra")
+        assert ".hydra/config.yaml" in artifact_paths(client, c.info.run_id, ".hydra")
     # The sweep's comparison, on the parent run and in the sweep folder.
-    assert sorted(_artifacts(client, parent.info.run_id, "comparison")) == [
+    assert sorted(artifact_paths(client, parent.info.run_id, "comparison")) == [
         "comparison/comparison.csv",
         "comparison/comparison.md",
         "comparison/comparison_curves.png",
@@ -204,9 +196,7 @@ def test_multirun_makes_one_parent_and_four_named_children(real_data, isolated_t
 def test_seed_linear_mnist_reaches_the_notes_accuracy(real_data, isolated_tracking):
     # The notes: epoch 30 val_acc 0.9178. Same settings, own seed: within half a point.
     objective = run(
-        make_config(
-            ["experiment=seed_linear_mnist", f"dataset.path={real_data}", "trainer.verbose=0"]
-        )
+        make_config(["experiment=seed_linear_mnist", f"dataset.path={real_data}", *QUIET])
     )
     assert objective == pytest.approx(0.9178, abs=0.005)
 
@@ -214,7 +204,8 @@ def test_seed_linear_mnist_reaches_the_notes_accuracy(real_data, isolated_tracki
 def test_tracking_off_records_nothing_but_writes_the_files(tiny_data, isolated_tracking, tmp_path):
     job = tmp_path / "job"
     objective = run(
-        make_config([*tiny_data, "trainer.epochs=1", "tracking.enabled=false"]), output_dir=job
+        make_config([*tiny_data, *QUIET, "trainer.epochs=1", "tracking.enabled=false"]),
+        output_dir=job,
     )
     assert 0 <= objective <= 1
     assert MlflowClient(isolated_tracking).get_experiment_by_name("mnist") is None

@@ -6,8 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import CONF_DIR, cli, runs_in
-from tests.services import free_port as closed_port
+from tests.helpers import CONF_DIR, NO_REPORT, QUIET, cli, run_main, runs_in, sweep_runs
+from tests.helpers import free_port as closed_port
 
 
 def test_search_space_and_objective_direction():
@@ -30,28 +30,23 @@ def test_search_space_and_objective_direction():
 
 
 def test_search_records_trials_under_a_parent_with_the_best(tiny_data, isolated_tracking, tmp_path):
-    out = cli(
+    code = run_main(
         [
             "hparams_search=optuna",
             "hydra.sweeper.n_trials=4",
             *tiny_data,
             "trainer.epochs=2",
-            "trainer.verbose=0",
-            "tracking.log_model=false",
+            *QUIET,
+            *NO_REPORT,
             f"hydra.sweep.dir={tmp_path / 'search'}",
-        ],
-        timeout=600,
+        ]
     )
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    runs = runs_in(isolated_tracking)
-    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
-    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(trials) == 4
-    parent = parents[0]
+    assert code == 0
+    parent, trials = sweep_runs(isolated_tracking)
+    assert len(trials) == 4
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["sweeper"] == "OptunaSweeper"
-    assert all(t.data.tags["mlflow.parentRunId"] == parent.info.run_id for t in trials)
-    assert sorted(t.info.run_name for t in trials) == [f"ann-sgd-trial-{i}" for i in range(4)]
+    assert [t.info.run_name for t in trials] == [f"ann-sgd-trial-{i}" for i in range(4)]
 
     # Every trial's settings come from the search space.
     for t in trials:
@@ -76,6 +71,7 @@ def test_search_records_trials_under_a_parent_with_the_best(tiny_data, isolated_
     assert (tmp_path / "search" / "optimization_results.yaml").is_file()
 
 
+@pytest.mark.cli
 def test_search_without_validation_is_refused(tiny_data, isolated_tracking, tmp_path):
     out = cli(
         [
@@ -91,6 +87,7 @@ def test_search_without_validation_is_refused(tiny_data, isolated_tracking, tmp_
     assert runs_in(isolated_tracking) == []
 
 
+@pytest.mark.cli
 def test_sweep_against_an_unreachable_server_stops_before_any_job(tiny_data, tmp_path):
     uri = f"http://127.0.0.1:{closed_port()}"
     out = cli(["-m", f"tracking.uri={uri}", *tiny_data, f"hydra.sweep.dir={tmp_path / 's'}"])

@@ -10,7 +10,7 @@ from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, steps_per_execution
 from pipeline.stages.preprocess import Split, preprocess
-from tests.conftest import tiny_dataset
+from tests.helpers import tiny_dataset
 
 # --- preprocess ---------------------------------------------------------------------------
 

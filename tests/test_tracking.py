@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline._tf import keras
 from pipeline.config import TrackingConfig
-from tests.conftest import cli
+from tests.helpers import run_main
 
 
 def test_flatten_nested_config():
@@ -57,13 +57,10 @@ def test_run_status_finished_failed_killed(isolated_tracking):
     assert mlflow.active_run() is None
 
 
-def test_sweep_that_fails_leaves_no_run_running(isolated_tracking, tmp_path):
-    out = cli(
-        ["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        env={"PIPELINE_DATA_DIR": str(tmp_path / "nowhere")},
-    )
-    assert out.returncode != 0
-    assert "nowhere" in out.stdout + out.stderr
+def test_sweep_that_fails_leaves_no_run_running(isolated_tracking, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "nowhere"))
+    assert run_main(["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]) != 0
+    assert "nowhere" in capsys.readouterr().err
     client = MlflowClient(isolated_tracking)
     exp = client.get_experiment_by_name("mnist")
     runs = client.search_runs([exp.experiment_id])

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import cli, require_system
-from tests.services import mlflow_service, tail
+from tests.helpers import QUIET, mlflow_service, require_system, run_main, sweep_runs, tail
 
 pytestmark = pytest.mark.system
 
@@ -71,33 +70,28 @@ def test_sweep_is_visible_in_mlflow_ui(
     from playwright.sync_api import expect, sync_playwright
 
     # A finished 2x2 sweep in this test's store.
-    out = cli(
+    code = run_main(
         [
             "-m",
             "model=linear,ann",
             "optimizer=sgd,adam",
             *tiny_data,
             "trainer.epochs=1",
-            "trainer.verbose=0",
+            *QUIET,
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        timeout=600,
+        ]
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert code == 0
 
     client = MlflowClient(isolated_tracking)
     experiment = client.get_experiment_by_name("mnist")
     assert experiment is not None, [e.name for e in client.search_experiments()]
     exp_id = experiment.experiment_id
-    runs = client.search_runs([exp_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1, [r.info.run_name for r in runs]
-    parent = parents[0]
+    parent, sweep_children = sweep_runs(isolated_tracking)
+    assert parent.info.experiment_id == exp_id
     assert parent.info.run_name.startswith(SWEEP_NAME), parent.info.run_name
-    children = {r.info.run_name: r for r in runs if r is not parent}
+    children = {r.info.run_name: r for r in sweep_children}
     assert sorted(children) == sorted(CHILDREN)
-    for c in children.values():
-        assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id, c.info.run_name
     child = children["ann-adam"]
     test_accuracy = child.data.metrics["test_accuracy"]
 
