@@ -7,6 +7,9 @@ these dataclasses, so a bad value fails before any data is read.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +217,44 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     seed: int = 42
+
+
+# Keys that do not change what a run learns: the seed, where files are read or written, what is
+# recorded and shown, how the work is split; and the counts a run logs beside its config.
+NOT_SETTINGS = (
+    "seed",
+    "tracking.",
+    "report.",
+    "dataset.path",
+    "dataset.cache_dir",
+    "dataset.mirrors",
+    "trainer.verbose",
+    "trainer.intra_op_threads",
+    "trainer.steps_per_execution",
+    "num_params",
+    "num_replicas",
+)
+
+
+def settings(flat: Mapping[str, Any]) -> dict[str, str]:
+    """The settings of a flattened config (or of a run's params) that decide what it learns:
+    every key but NOT_SETTINGS, values as strings (as MLflow stores params)."""
+    return {
+        k: str(v)
+        for k, v in flat.items()
+        if not any(
+            k == skip or (skip.endswith(".") and k.startswith(skip)) for skip in NOT_SETTINGS
+        )
+    }
+
+
+def config_key(flat: Mapping[str, Any]) -> str:
+    """One key for all runs that differ only in seed (or in NOT_SETTINGS), e.g.
+    `ann-adam-mnist-1f3e9a0c`: readable first, then a digest of every setting."""
+    kept = settings(flat)
+    digest = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:8]
+    names = (kept.get(f"{group}.name", "?") for group in ("model", "optimizer", "dataset"))
+    return "-".join([*names, digest])
 
 
 def register() -> None:

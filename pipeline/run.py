@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import distribute, tracking
 from pipeline._tf import keras, tf
-from pipeline.config import Config, to_config
+from pipeline.config import Config, config_key, to_config
 from pipeline.errors import StageError
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
@@ -61,12 +61,14 @@ def _experiment(conf: Config, parent_run_id: str | None) -> str | None:
     return tracking.setup(conf.tracking, conf.dataset.name)
 
 
-def _tags(conf: Config, overrides: Sequence[str]) -> dict[str, str]:
+def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str, str]:
     tags = {
         "dataset": conf.dataset.name,
         "model": conf.model.name,
         "optimizer": conf.optimizer.name,
         "overrides": " ".join(overrides),
+        # The same for runs that differ only in seed: MLflow's "Group by" and compare use it.
+        "config_key": config_key(tracking.flatten(resolved)),
     }
     commit = tracking.git_commit()
     if commit:
@@ -130,7 +132,7 @@ def run(
     keras.utils.set_random_seed(conf.seed)
     tf.config.experimental.enable_op_determinism()
 
-    tags = _tags(conf, overrides)
+    tags = _tags(conf, overrides, resolved)
     with (
         tracking.open_run(experiment_id, conf.tracking.run_name, tags, parent_run_id) as rec,
         _folder(output_dir) as out,
@@ -182,8 +184,21 @@ def run(
         )
         weights = named_weights(model)
         np.savez(out / "weights.npz", **weights)
+        # Per-example results, for McNemar's test between two single runs (compare).
+        np.savez_compressed(
+            out / "predictions.npz",
+            predictions=metrics.predictions.astype(np.uint8),
+            labels=metrics.labels.astype(np.uint8),
+        )
         (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-        rec.files([out / "model_summary.txt", out / "weights.npz", out / "metrics.json"])
+        rec.files(
+            [
+                out / "model_summary.txt",
+                out / "weights.npz",
+                out / "predictions.npz",
+                out / "metrics.json",
+            ]
+        )
         if conf.tracking.log_model:
             model_log_started = time.perf_counter()
             rec.keras_model(model, splits.test.x[:5])
@@ -228,6 +243,9 @@ def run_from_hydra(cfg: DictConfig) -> float:
     if hc.mode == RunMode.MULTIRUN:
         marker = Path(hc.sweep.dir) / PARENT_RUN_FILE
         parent = marker.read_text().strip() if marker.is_file() else None
+        # Runs of a sweep over seeds are told apart by their seed (`ann-adam-seed3`).
+        if any(o.split("=", 1)[0].lstrip("+~") == "seed" for o in hc.overrides.task):
+            cfg.tracking.run_name = f"{cfg.tracking.run_name}-seed{cfg.seed}"
     return run(
         cfg,
         parent_run_id=parent,

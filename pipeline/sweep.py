@@ -43,6 +43,30 @@ def _check_search(config: DictConfig) -> None:
         )
 
 
+def _check_sweep_values(config: DictConfig) -> None:
+    """A value listed twice for one key (`seed=1,2,2`) would run the same job twice and count
+    it twice in the comparison: refused before any job runs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = list(config.hydra.overrides.task)
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    given += [f"{key}={value}" for key, value in params.items()]
+    try:
+        overrides = OverridesParser.create().parse_overrides(given)
+    except Exception:  # Hydra reports a malformed override itself, with its own message
+        return
+    for override in overrides:
+        if not override.is_sweep_override() or override.is_interval_sweep():
+            continue
+        values = [str(v) for v in override.sweep_string_iterator()]
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ConfigError(
+                f"{override.input_line} lists "
+                f"{', '.join(twice)} more than once: each value would run, and count, twice"
+            )
+
+
 class MlflowSweepCallback(Callback):
     """Creates the parent run when a multirun starts and closes it when the multirun ends.
 
@@ -54,6 +78,7 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.run_id: str | None = None
         self.uri: str | None = None
+        self.sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A bad setting or an unreachable store stops the sweep before its first job.
@@ -72,8 +97,9 @@ class MlflowSweepCallback(Callback):
     def _start(self, config: DictConfig) -> None:
         from pipeline import tracking
 
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = self.sweep_dir = Path(config.hydra.sweep.dir)
         _check_search(config)
+        _check_sweep_values(config)
         if not OmegaConf.select(config, "tracking.enabled", default=True):
             return
         self.uri = OmegaConf.select(config, "tracking.uri")
@@ -112,14 +138,24 @@ class MlflowSweepCallback(Callback):
         if self.run_id is None:
             return []
         records = tracking.fetch_runs(self.uri, parent_run_id=self.run_id)
+        failed = tracking.unfinished_children(self.uri, self.run_id)
         if not records:
-            log.warning("no finished child runs to compare")
+            log.warning("no finished child runs to compare (%d did not finish)", failed)
             return []
-        paths = compare.write(compare.compare(records), out_dir)
+        comparison = compare.compare(records, tracking.prediction_loader(self.uri), failed)
+        paths = compare.write(comparison, out_dir)
         tracking.log_files(paths, self.run_id, "comparison")
+        tracking.log_to_run(self.run_id, metrics=comparison.parent_metrics())
         log.info(
-            "comparison of %d runs logged to the parent run, written to %s", len(records), out_dir
+            "comparison of %d runs in %d configurations logged to the parent run, written to %s",
+            len(records),
+            len(comparison.groups),
+            out_dir,
         )
+        for verdict in comparison.verdicts:
+            log.info("%s", verdict.sentence)
+        for note in comparison.notes:
+            log.info("%s", note)
         return records
 
     def _log_search_result(self, path: Path, records: list[RunRecord]) -> None:
@@ -161,5 +197,11 @@ class MlflowSweepCallback(Callback):
             return
         from pipeline import tracking
 
+        if status == "FAILED" and self.sweep_dir is not None:
+            # A job failed and stopped the sweep: the runs that finished are still compared.
+            try:
+                self._log_comparison(self.sweep_dir / "comparison")
+            except Exception as exc:  # the sweep's own error is the one to report
+                log.warning("no comparison of the finished runs: %s: %s", type(exc).__name__, exc)
         run_id, self.run_id = self.run_id, None
         tracking.end_parent_run(self.uri, run_id, status)

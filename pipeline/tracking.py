@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -451,6 +452,41 @@ def fetch_runs(
         experiment_ids = [found.experiment_id]
     runs = client.search_runs(experiment_ids, " and ".join(filters), max_results=10000)
     return [_record(client, r) for r in runs if r.data.tags.get("sweep") != "true"]
+
+
+def unfinished_children(tracking_uri: str | None, parent_run_id: str) -> int:
+    """How many of a sweep's child runs ended FAILED or KILLED (or are still RUNNING)."""
+    mlflow.set_tracking_uri(_connect_uri(resolve_uri(tracking_uri)))
+    client = MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status != 'FINISHED'",
+        max_results=10000,
+    )
+    return len(runs)
+
+
+def prediction_loader(tracking_uri: str | None):
+    """A function giving a run's (predicted, true) test labels from its `predictions.npz`, or
+    None where the run has none (runs recorded before it was logged)."""
+    uri = resolve_uri(tracking_uri)
+
+    def load(record: RunRecord) -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=record.run_id,
+                    artifact_path="predictions.npz",
+                    dst_path=tmp,
+                    tracking_uri=_connect_uri(uri),
+                )
+                with np.load(path, allow_pickle=False) as saved:
+                    return saved["predictions"], saved["labels"]
+        except (mlflow.exceptions.MlflowException, OSError, KeyError):
+            return None
+
+    return load
 
 
 def log_to_run(

@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 
 from pipeline.config import Config, to_config
 from pipeline.errors import ConfigError
-from tests.helpers import PROJECT_ROOT, cli, make_config
+from tests.helpers import CONF_DIR, PROJECT_ROOT, cli, make_config
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,26 @@ def test_preset_seed_ann_fashion():
     assert conf.trainer.validation_split == 0.0
     assert conf.dataset.class_names[0] == "T-shirt/top"
     assert conf.dataset.class_names[-1] == "Ankle boot"
+
+
+def test_study_preset_sweeps_model_optimizer_and_five_seeds_on_every_core():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["experiment=study", "dataset=fashion_mnist"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert dict(cfg.hydra.sweeper.params) == {
+        "model": "linear,ann",
+        "optimizer": "sgd,adam",
+        "seed": "range(1,6)",
+    }
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.hydra.launcher.n_jobs == -1
+    assert cfg.dataset.name == "fashion_mnist" and cfg.trainer.epochs == 10
 
 
 def test_preset_then_override():

@@ -46,6 +46,8 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
     assert r.data.tags["dataset"] == "mnist"
     assert r.data.tags["model"] == "linear" and r.data.tags["optimizer"] == "adam"
     assert r.data.tags["overrides"] == "trainer.epochs=2"
+    # Runs differing only in seed share it; here it is made of every setting that counts.
+    assert r.data.tags["config_key"].startswith("linear-adam-mnist-")
 
     p = r.data.params
     assert p["optimizer.learning_rate"] == "0.001"
@@ -68,6 +70,7 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
         "config.yaml",
         "model_summary.txt",
         "weights.npz",
+        "predictions.npz",
         "metrics.json",
         ".hydra/overrides.yaml",
         "classification_report.json",
@@ -185,8 +188,11 @@ def test_multirun_makes_one_parent_and_four_named_children(
     # The sweep's comparison, on the parent run and in the sweep folder.
     assert sorted(artifact_paths(client, parent.info.run_id, "comparison")) == [
         "comparison/comparison.csv",
+        "comparison/comparison.html",
         "comparison/comparison.md",
         "comparison/comparison_curves.png",
+        "comparison/verdicts.json",
+        "comparison/verdicts.md",
     ]
     table = (tmp_path / "sweep" / "comparison" / "comparison.md").read_text()
     assert all(name in table for name in ("linear-sgd", "linear-adam", "ann-sgd", "ann-adam"))

@@ -9,7 +9,7 @@ from pipeline.errors import ConfigError
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, steps_per_execution
-from pipeline.stages.preprocess import Split, preprocess
+from pipeline.stages.preprocess import Split, Splits, preprocess
 from tests.helpers import tiny_dataset
 
 # --- preprocess ---------------------------------------------------------------------------
@@ -121,6 +121,9 @@ class FixedModel:
     def predict(self, x, batch_size=None, verbose=0):
         return self.probs[: len(x)]
 
+    def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
+        return {"loss": float(-np.mean(np.log(self.probs[np.arange(len(y)), y])))}
+
 
 def test_evaluate_derives_metrics_from_one_prediction():
     probs = np.full((4, 3), 0.1, dtype=np.float32)
@@ -134,3 +137,18 @@ def test_evaluate_derives_metrics_from_one_prediction():
     np.testing.assert_array_equal(m.confusion, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
     assert m.report["b"]["recall"] == pytest.approx(0.5)
     assert m.report["c"]["precision"] == pytest.approx(0.5)
+
+
+def test_test_loss_is_computed_as_keras_computes_val_loss():
+    # Far too high a learning rate: the softmax saturates, and a loss computed from clipped
+    # probabilities (scikit-learn's log_loss) would stay near 16 while Keras' grows with the
+    # logits. Validating on the test set itself, both losses must be the same number.
+    s = preprocess(tiny_dataset(n_train=200), 0.0)
+    shuffled = Split(x=s.test.x, y=np.random.default_rng(0).permutation(s.test.y))
+    splits = Splits(train=s.train, val=shuffled, test=shuffled)  # labels it cannot learn
+    keras.utils.set_random_seed(3)
+    model = build(ModelConfig(name="linear"), OptimizerConfig("sgd", 1e4), (28, 28), 10)
+    h = fit(TrainerConfig(epochs=2, batch_size=16, verbose=0), model, splits)
+    m = evaluate(model, splits.test, tuple("abcdefghij"))
+    assert h.metrics["val_loss"][-1] > 100  # far beyond what clipped probabilities can give
+    assert m.loss == pytest.approx(h.metrics["val_loss"][-1], rel=1e-5)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from pipeline._tf import keras
 from pipeline.stages.fit import EVAL_BATCH_SIZE
@@ -37,12 +37,17 @@ class Metrics:
 def evaluate(
     model: keras.Model, test: Split, class_names: tuple[str, ...], batch_size: int = EVAL_BATCH_SIZE
 ) -> Metrics:
-    """Predict the test set once and derive every metric from those probabilities."""
+    """Predict the test set once and derive every metric but the loss from those probabilities.
+
+    The loss is Keras' own, computed as `fit` computes `val_loss` (from the softmax layer's
+    logits), so that test and validation losses compare even when training diverged.
+    """
     probs = model.predict(test.x, batch_size=batch_size, verbose=0)
+    loss = model.evaluate(test.x, test.y, batch_size=batch_size, verbose=0, return_dict=True)
     preds = probs.argmax(axis=1)
     labels = np.arange(len(class_names))
     return Metrics(
-        loss=float(log_loss(test.y, probs, labels=labels)),
+        loss=float(loss["loss"]),
         accuracy=float(accuracy_score(test.y, preds)),
         probabilities=probs,
         predictions=preds,
