@@ -1,10 +1,13 @@
-"""What a person sees: a finished 2x2 sweep in `mlflow ui`, looked at in headless Chromium.
+"""What a person sees: a finished 2x2 sweep over two seeds in `mlflow ui`, looked at in headless
+Chromium.
 
 A sweep on tiny data fills a private SQLite store; `mlflow ui` is started on it on a free
 loopback port, and Playwright drives Debian's Chromium (`/usr/bin/chromium`, never a downloaded
 browser; $PIPELINE_CHROMIUM names another, and a missing path shows the skip) through the pages
-a person would open: the experiment's runs (the parent run with its four children nested under
-it), one child run (its `test_accuracy`), its plots, and the parent's `comparison/` artifacts.
+a person would open: the experiment's runs (the parent run with its eight children nested under
+it), the same runs grouped by their `config_key` tag with the UI's own "Group by" (one group per
+configuration, its seeds in it), one child run (its `test_accuracy`), its plots, and the parent's
+`comparison/` artifacts.
 Screenshots of each page go to $PIPELINE_UI_SCREENSHOTS if set (to keep them), else into the
 test's temporary folder.
 """
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +30,11 @@ from tests.helpers import QUIET, mlflow_service, require_system, run_main, sweep
 
 pytestmark = pytest.mark.system
 
-CHILDREN = ("linear-sgd", "linear-adam", "ann-sgd", "ann-adam")
-SWEEP_NAME = "sweep model=linear,ann optimizer=sgd,adam"
+CONFIGS = ("linear-sgd", "linear-adam", "ann-sgd", "ann-adam")
+SEEDS = (1, 2)
+CHILDREN = tuple(f"{config}-seed{seed}" for config in CONFIGS for seed in SEEDS)
+SWEEP_NAME = "sweep model=linear,ann optimizer=sgd,adam seed=1,2"
+RUN = "ann-adam-seed1"  # the child whose pages are opened
 WAIT_MS = 30_000  # every wait on the page
 START_TIMEOUT_S = 120  # the UI creates the store's missing tables on first start
 
@@ -69,12 +77,13 @@ def test_sweep_is_visible_in_mlflow_ui(
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import expect, sync_playwright
 
-    # A finished 2x2 sweep in this test's store.
+    # A finished 2x2 sweep over two seeds in this test's store.
     code = run_main(
         [
             "-m",
             "model=linear,ann",
             "optimizer=sgd,adam",
+            "seed=1,2",
             *tiny_data,
             "trainer.epochs=1",
             *QUIET,
@@ -92,8 +101,11 @@ def test_sweep_is_visible_in_mlflow_ui(
     assert parent.info.run_name.startswith(SWEEP_NAME), parent.info.run_name
     children = {r.info.run_name: r for r in sweep_children}
     assert sorted(children) == sorted(CHILDREN)
-    child = children["ann-adam"]
+    child = children[RUN]
     test_accuracy = child.data.metrics["test_accuracy"]
+    # Runs that differ only in seed share a config_key: the groups the UI should show.
+    group_sizes = Counter(c.data.tags["config_key"] for c in sweep_children)
+    assert sorted(group_sizes.values()) == [len(SEEDS)] * len(CONFIGS), group_sizes
 
     with (
         mlflow_service(
@@ -125,7 +137,7 @@ def test_sweep_is_visible_in_mlflow_ui(
                     )
                 page.screenshot(path=str(shots / shot), full_page=True)
 
-            # 1. The experiment's runs: the parent run, its four children nested under it.
+            # 1. The experiment's runs: the parent run, its eight children nested under it.
             # MLflow 3 opens an experiment on its GenAI overview; workflowType=machine_learning
             # is its "Model training" view, the runs table.
             with step("the experiment's runs table", "experiment.png"):
@@ -146,10 +158,39 @@ def test_sweep_is_visible_in_mlflow_ui(
                     expect(link).to_be_visible()
                     assert link.bounding_box()["y"] > parent_y, f"{name} is not under its parent"
 
-            # 2. One child run: test_accuracy and its value, and its parent.
-            with step("run ann-adam's overview", "run.png"):
+            # 2. The same runs grouped by config_key through the table's "Group by" menu: one
+            # group per configuration, holding its seeds. The choice is kept in the browser's
+            # local storage, not in the URL, so it is made here as a person makes it.
+            with step("the runs grouped by the config_key tag", "grouped.png"):
+                page.goto(f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+                expect(
+                    page.get_by_role("link", name=parent.info.run_name, exact=True)
+                ).to_be_visible()
+                close_assistant(page)
+                group_by_tag(page, "config_key")
+                headers = page.get_by_text(re.compile(r"^Group: "))
+                expect(headers).to_have_count(len(group_sizes))
+                tops = {}
+                for key, size in group_sizes.items():
+                    header = page.get_by_text(f"Group: {key}", exact=True)
+                    expect(header).to_be_visible()
+                    count = page.get_by_role("row").filter(has=header).get_by_role("status")
+                    expect(count).to_have_text(str(size))
+                    tops[key] = header.bounding_box()["y"]
+                # Each run is listed in its own group: the nearest group row above it.
+                for name, run in children.items():
+                    link = page.get_by_role("link", name=name, exact=True)
+                    expect(link).to_be_visible()
+                    y = link.bounding_box()["y"]
+                    above = [key for key, top in tops.items() if top < y]
+                    assert above, f"{name} is above every group"
+                    shown_in = max(above, key=tops.get)
+                    assert shown_in == run.data.tags["config_key"], f"{name} is in {shown_in}"
+
+            # 3. One child run: test_accuracy and its value, and its parent.
+            with step(f"run {RUN}'s overview", "run.png"):
                 page.goto(f"{url}/#/experiments/{exp_id}/runs/{child.info.run_id}")
-                expect(page.get_by_role("heading", name="ann-adam")).to_be_visible()
+                expect(page.get_by_role("heading", name=RUN)).to_be_visible()
                 row = page.get_by_role("row").filter(
                     has=page.get_by_role("link", name="test_accuracy", exact=True)
                 )
@@ -161,18 +202,18 @@ def test_sweep_is_visible_in_mlflow_ui(
                 parent_ref = page.get_by_role("link", name=parent.info.run_name, exact=True)
                 expect(parent_ref).to_be_visible()
 
-            # 3. Its artifacts: plots/learning_curves.png shown as an image.
-            with step("run ann-adam's plots/learning_curves.png", "run_artifact.png"):
+            # 4. Its artifacts: plots/learning_curves.png shown as an image.
+            with step(f"run {RUN}'s plots/learning_curves.png", "run_artifact.png"):
                 page.get_by_role("tab", name="Artifacts").click()
                 open_artifact(page, "plots", "learning_curves.png")
                 expect_image(page, "plots/learning_curves.png")
 
-            # 4. The parent's comparison: the table (names every child) and the curves.
+            # 5. The parent's comparison: the table (names every configuration) and the curves.
             with step("the sweep's comparison/comparison.md", "parent_comparison_table.png"):
                 page.goto(f"{url}/#/experiments/{exp_id}/runs/{parent.info.run_id}")
                 page.get_by_role("tab", name="Artifacts").click()
                 open_artifact(page, "comparison", "comparison.md")
-                for name in CHILDREN:  # rendered as a table, one row per child
+                for name in CONFIGS:  # rendered as a table, one row per configuration
                     expect(page.get_by_role("cell", name=name, exact=True)).to_be_visible()
             with step("the sweep's comparison/comparison_curves.png", "parent_comparison.png"):
                 open_artifact(page, None, "comparison_curves.png")
@@ -187,6 +228,22 @@ def close_assistant(page) -> None:
     close = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
     if close.count() and close.first.is_visible():
         close.first.click()
+
+
+def group_by_tag(page, tag: str) -> None:
+    """Group the runs table by a tag through its "Group by" menu. The menu lists tags and params
+    by name, so the tag is taken from its "Tags" section; a run without the tag lands in the
+    table's "Additional runs"."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Group by", exact=True).click()
+    menu = page.get_by_role("menu")
+    menu.get_by_placeholder("Search").fill(tag)  # the list holds every tag and param
+    tags = menu.get_by_role("group").filter(has=page.get_by_text("Tags", exact=True))
+    item = tags.get_by_role("menuitemcheckbox", name=tag, exact=True)
+    expect(item).not_to_be_checked()  # a click on a checked one would ungroup
+    item.click()
+    expect(page.get_by_role("button", name=f"Group by: {tag}", exact=True)).to_be_visible()
 
 
 def open_artifact(page, folder: str | None, name: str) -> None:
