@@ -423,7 +423,7 @@ def curves_figure(groups: Sequence[Group]) -> Figure:
 def compare(
     records: Sequence, load_predictions: PredictionLoader | None = None, failed: int = 0
 ) -> Comparison:
-    """The grouped comparison of finished runs read back by `tracking.fetch_runs`.
+    """The grouped comparison of finished runs read back by `tracking.runs.fetch_runs`.
 
     Args:
         load_predictions: gives a run's (predicted, true) test labels, for McNemar's test.
@@ -487,23 +487,23 @@ def write(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
 def gather(targets: Sequence[str], tracking_uri: str | None) -> tuple[list, int]:
     """Finished runs of each target (a parent run id or an experiment name), and how many of
     the sweeps' runs did not finish; default the latest sweep."""
-    from pipeline import tracking
+    from pipeline.tracking import runs, store
 
     if not targets:
-        latest = tracking.latest_sweep(tracking_uri)
+        latest = runs.latest_sweep(tracking_uri)
         if latest is None:
             raise PipelineError(
-                f"no sweep found in {tracking.resolve_uri(tracking_uri)}; name an experiment "
+                f"no sweep found in {store.resolve_uri(tracking_uri)}; name an experiment "
                 "or a parent run id"
             )
         targets = [latest]
     records, failed = [], 0
     for target in targets:
         if RUN_ID.match(target):
-            records += tracking.fetch_runs(tracking_uri, parent_run_id=target)
-            failed += tracking.unfinished_children(tracking_uri, target)
+            records += runs.fetch_runs(tracking_uri, parent_run_id=target)
+            failed += runs.unfinished_children(tracking_uri, target)
         else:
-            records += tracking.fetch_runs(tracking_uri, experiment=target)
+            records += runs.fetch_runs(tracking_uri, experiment=target)
     if not records:
         raise PipelineError(f"no finished runs in {', '.join(targets)}")
     return records, failed
@@ -517,10 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from pipeline import tracking
+        from pipeline.tracking import runs
 
         records, failed = gather(args.targets, args.tracking_uri)
-        loader = tracking.prediction_loader(args.tracking_uri)
+        loader = runs.prediction_loader(args.tracking_uri)
         comparison = compare(records, loader, failed)
     except PipelineError as exc:
         log.error("error: %s", exc)

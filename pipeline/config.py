@@ -236,6 +236,18 @@ NOT_SETTINGS = (
 )
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as one value."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def settings(flat: Mapping[str, Any]) -> dict[str, str]:
     """The settings of a flattened config (or of a run's params) that decide what it learns:
     every key but NOT_SETTINGS, values as strings (as MLflow stores params)."""

@@ -15,9 +15,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import distribute, tracking
+from pipeline import distribute
 from pipeline._tf import keras, tf
-from pipeline.config import Config, config_key, to_config
+from pipeline.config import Config, config_key, flatten, to_config
 from pipeline.errors import StageError
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
@@ -26,6 +26,7 @@ from pipeline.stages.load import load
 from pipeline.stages.preprocess import preprocess
 from pipeline.stages.report import render_html, report
 from pipeline.sweep import PARENT_RUN_FILE
+from pipeline.tracking import parents, recorder, store
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ def _experiment(conf: Config, parent_run_id: str | None) -> str | None:
     if not conf.tracking.enabled:
         return None
     if parent_run_id is not None:
-        return tracking.parent_experiment_after_setup(conf.tracking, parent_run_id)
-    return tracking.setup(conf.tracking, conf.dataset.name)
+        return parents.parent_experiment_after_setup(conf.tracking, parent_run_id)
+    return store.setup(conf.tracking, conf.dataset.name)
 
 
 def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str, str]:
@@ -68,9 +69,9 @@ def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str
         "optimizer": conf.optimizer.name,
         "overrides": " ".join(overrides),
         # The same for runs that differ only in seed: MLflow's "Group by" and compare use it.
-        "config_key": config_key(tracking.flatten(resolved)),
+        "config_key": config_key(flatten(resolved)),
     }
-    commit = tracking.git_commit()
+    commit = store.git_commit()
     if commit:
         tags["git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit
@@ -115,7 +116,7 @@ def run(
     conf = to_config(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if conf.tracking.enabled:  # an unreachable store fails now, in seconds, writing nothing
-        tracking.check_store(tracking.resolve_uri(conf.tracking.uri))
+        store.check_store(store.resolve_uri(conf.tracking.uri))
 
     # Data problems surface here, before anything is written to the store.
     ds = load(conf.dataset)
@@ -134,11 +135,11 @@ def run(
 
     tags = _tags(conf, overrides, resolved)
     with (
-        tracking.open_run(experiment_id, conf.tracking.run_name, tags, parent_run_id) as rec,
+        recorder.open_run(experiment_id, conf.tracking.run_name, tags, parent_run_id) as rec,
         _folder(output_dir) as out,
     ):
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        rec.params(tracking.flatten(resolved))
+        rec.params(flatten(resolved))
         rec.files([out / "config.yaml"])
         rec.folder(out / ".hydra", ".hydra")
         # Time spent on recording and reporting, by part (none of it when tracking is off).
@@ -211,7 +212,7 @@ def run(
             rec.folder(out / "plots", "plots")
             texts = [out / name for name, item in written.items() if isinstance(item, str)]
             if conf.report.html:
-                settings = tracking.flatten(resolved)
+                settings = flatten(resolved)
                 (out / "report.html").write_text(render_html(title, settings, final, written))
                 texts.append(out / "report.html")
             rec.files(texts)

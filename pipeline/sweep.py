@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.errors import ConfigError, PipelineError, SweepAborted, TrackingError
 
 if TYPE_CHECKING:  # tracking imports MLflow: not at start-up
-    from pipeline.tracking import RunRecord
+    from pipeline.tracking.runs import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class MlflowSweepCallback(Callback):
             raise SweepAborted(error) from exc
 
     def _start(self, config: DictConfig) -> None:
-        from pipeline import tracking
+        from pipeline.tracking import parents, store
 
         sweep_dir = self.sweep_dir = Path(config.hydra.sweep.dir)
         _check_search(config)
@@ -109,10 +109,10 @@ class MlflowSweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         tags = {"sweep": "true", "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)}
         tags["sweeper"] = str(config.hydra.sweeper._target_).rsplit(".", 1)[-1]
-        commit = tracking.git_commit()
+        commit = store.git_commit()
         if commit:
             tags["git_commit"] = commit
-        self.run_id = tracking.create_parent_run(
+        self.run_id = parents.create_parent_run(
             experiment, self.uri, run_name=f"sweep {' '.join(overrides)}", tags=tags
         )
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -133,19 +133,20 @@ class MlflowSweepCallback(Callback):
 
     def _log_comparison(self, out_dir: Path) -> list[RunRecord]:
         """Compare the sweep's children and log the comparison to the parent run."""
-        from pipeline import compare, tracking
+        from pipeline import compare
+        from pipeline.tracking import parents, runs
 
         if self.run_id is None:
             return []
-        records = tracking.fetch_runs(self.uri, parent_run_id=self.run_id)
-        failed = tracking.unfinished_children(self.uri, self.run_id)
+        records = runs.fetch_runs(self.uri, parent_run_id=self.run_id)
+        failed = runs.unfinished_children(self.uri, self.run_id)
         if not records:
             log.warning("no finished child runs to compare (%d did not finish)", failed)
             return []
-        comparison = compare.compare(records, tracking.prediction_loader(self.uri), failed)
+        comparison = compare.compare(records, runs.prediction_loader(self.uri), failed)
         paths = compare.write(comparison, out_dir)
-        tracking.log_files(paths, self.run_id, "comparison")
-        tracking.log_to_run(self.run_id, metrics=comparison.parent_metrics())
+        parents.log_files(paths, self.run_id, "comparison")
+        parents.log_to_run(self.run_id, metrics=comparison.parent_metrics())
         log.info(
             "comparison of %d runs in %d configurations logged to the parent run, written to %s",
             len(records),
@@ -160,7 +161,7 @@ class MlflowSweepCallback(Callback):
 
     def _log_search_result(self, path: Path, records: list[RunRecord]) -> None:
         """After a search (Optuna), give the parent the best trial's parameters and value."""
-        from pipeline import tracking
+        from pipeline.tracking import parents
 
         if self.run_id is None or not path.is_file():
             return
@@ -175,13 +176,13 @@ class MlflowSweepCallback(Callback):
             if record.metrics.get("val_accuracy") == value:
                 tags = {"best_run_id": record.run_id, "best_run_name": record.name}
                 break
-        tracking.log_to_run(
+        parents.log_to_run(
             self.run_id,
             params={f"best.{k}": v for k, v in best.items()},
             metrics={"best_val_accuracy": value},
             tags=tags,
         )
-        tracking.log_files({"result": path}, self.run_id, "search")
+        parents.log_files({"result": path}, self.run_id, "search")
         log.info(
             "best of the search: %s val_accuracy=%.4f %s",
             best,
@@ -195,7 +196,7 @@ class MlflowSweepCallback(Callback):
             _OPEN.remove(self)
         if self.run_id is None:
             return
-        from pipeline import tracking
+        from pipeline.tracking import parents
 
         if status == "FAILED" and self.sweep_dir is not None:
             # A job failed and stopped the sweep: the runs that finished are still compared.
@@ -204,4 +205,4 @@ class MlflowSweepCallback(Callback):
             except Exception as exc:  # the sweep's own error is the one to report
                 log.warning("no comparison of the finished runs: %s: %s", type(exc).__name__, exc)
         run_id, self.run_id = self.run_id, None
-        tracking.end_parent_run(self.uri, run_id, status)
+        parents.end_parent_run(self.uri, run_id, status)

@@ -11,9 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import compare, tracking
-from pipeline.config import config_key
+from pipeline import compare
+from pipeline.config import config_key, flatten
 from pipeline.run import run
+from pipeline.tracking import runs
 from tests.helpers import (
     NO_REPORT,
     QUIET,
@@ -29,13 +30,13 @@ from tests.helpers import (
 def params(*overrides):
     """A run's params as MLflow stores them: the flattened resolved config, as strings."""
     cfg = OmegaConf.to_container(make_config(list(overrides)), resolve=True)
-    return {k: str(v) for k, v in tracking.flatten(cfg).items()}
+    return {k: str(v) for k, v in flatten(cfg).items()}
 
 
 def record(overrides, seed, test_accuracy, run_id=None, **metrics):
     p = params(*overrides, f"seed={seed}")
     curves = {"val_accuracy": (0.5, test_accuracy), "val_loss": (1.0, 0.5)}
-    return tracking.RunRecord(
+    return runs.RunRecord(
         run_id=run_id or f"{'-'.join(overrides)}-{seed}",
         name="-".join(overrides),
         tags={"config_key": config_key(p)},
@@ -232,7 +233,7 @@ def test_a_study_on_tiny_data_read_back_from_its_parent(tiny_data, isolated_trac
     assert parent.data.metrics["ann-sgd.n"] == 2
     assert "ann-sgd.test_accuracy_mean" in parent.data.metrics
     # Every run keeps its test predictions, for McNemar's test.
-    local = tracking.prediction_loader(None)(tracking.fetch_runs(experiment="mnist")[0])
+    local = runs.prediction_loader(None)(runs.fetch_runs(experiment="mnist")[0])
     assert local is not None and local[0].shape == local[1].shape == (50,)
 
 
@@ -292,7 +293,7 @@ def three_runs(three_runs_store, monkeypatch):
 
 
 def test_compare_an_experiment(three_runs):
-    records = tracking.fetch_runs(experiment="mnist")
+    records = runs.fetch_runs(experiment="mnist")
     assert len(records) == 3
     comp = compare.compare(records)
     assert [g.label for g in comp.groups] == sorted(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline.run import run
+from pipeline.tracking import store
 from tests.helpers import (
     FIGURES,
     NO_REPORT,
@@ -118,11 +118,11 @@ def test_failed_run_is_marked_failed_with_the_error(tiny_data, isolated_tracking
 
 def test_default_store_is_absolute_in_the_project_root(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    uri = tracking.resolve_uri(None)
+    uri = store.resolve_uri(None)
     assert uri == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-    assert tracking.resolve_uri("http://example:5000") == "http://example:5000"
+    assert store.resolve_uri("http://example:5000") == "http://example:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
-    assert tracking.resolve_uri(None) == "sqlite:////tmp/x.db"
+    assert store.resolve_uri(None) == "sqlite:////tmp/x.db"
 
 
 def test_artifacts_go_beside_the_sqlite_database(tiny_data, tmp_path, monkeypatch):
@@ -173,7 +173,7 @@ def test_multirun_makes_one_parent_and_four_named_children(
         "linear-adam",
         "linear-sgd",
     ]
-    commit = tracking.git_commit()
+    commit = store.git_commit()
     for c in children:
         assert c.info.status == "FINISHED"
         assert c.info.experiment_id == parent.info.experiment_id

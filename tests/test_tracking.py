@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline._tf import keras
-from pipeline.config import TrackingConfig
+from pipeline.config import TrackingConfig, flatten
+from pipeline.tracking import recorder, store
 from tests.helpers import run_main
 
 
 def test_flatten_nested_config():
-    flat = tracking.flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]})
+    flat = flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]})
     assert flat == {"a.b": 1, "a.c.d": "x", "e": [1, 2]}
 
 
@@ -21,19 +21,19 @@ def _only_run(uri):
 
 
 def test_epoch_logger_uses_epoch_numbers_as_steps(isolated_tracking):
-    exp = tracking.setup(TrackingConfig(), "t")
+    exp = store.setup(TrackingConfig(), "t")
     x = np.random.default_rng(0).random((32, 4)).astype(np.float32)
     y = (x[:, 0] > 0.5).astype(np.int32)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    with tracking.start_run(exp, "r", {}) as run_id:
+    with recorder.start_run(exp, "r", {}) as run_id:
         model.fit(
             x,
             y,
             epochs=3,
             validation_split=0.25,
             verbose=0,
-            callbacks=[tracking.EpochMetricsLogger()],
+            callbacks=[recorder.EpochMetricsLogger()],
         )
     client = MlflowClient(isolated_tracking)
     for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
@@ -41,13 +41,13 @@ def test_epoch_logger_uses_epoch_numbers_as_steps(isolated_tracking):
 
 
 def test_run_status_finished_failed_killed(isolated_tracking):
-    exp = tracking.setup(TrackingConfig(), "t")
+    exp = store.setup(TrackingConfig(), "t")
     client = MlflowClient(isolated_tracking)
-    with tracking.start_run(exp, "ok", {"k": "v"}) as ok:
+    with recorder.start_run(exp, "ok", {"k": "v"}) as ok:
         pass
-    with pytest.raises(ValueError), tracking.start_run(exp, "bad", {}) as bad:
+    with pytest.raises(ValueError), recorder.start_run(exp, "bad", {}) as bad:
         raise ValueError("no good")
-    with pytest.raises(KeyboardInterrupt), tracking.start_run(exp, "stop", {}) as stop:
+    with pytest.raises(KeyboardInterrupt), recorder.start_run(exp, "stop", {}) as stop:
         raise KeyboardInterrupt
     assert client.get_run(ok).info.status == "FINISHED"
     assert client.get_run(ok).data.tags["k"] == "v"
@@ -69,9 +69,9 @@ def test_sweep_that_fails_leaves_no_run_running(isolated_tracking, tmp_path, mon
 
 
 def test_long_run_names_and_tags_fit_the_store():
-    name, tags = tracking._store_ready("sweep " + "x" * 400, {"overrides": "y" * 9000, "a": "b"})
-    assert len(name) == tracking.MAX_RUN_NAME_CHARS and name.endswith("…")
+    name, tags = store.store_ready("sweep " + "x" * 400, {"overrides": "y" * 9000, "a": "b"})
+    assert len(name) == store.MAX_RUN_NAME_CHARS and name.endswith("…")
     assert name.startswith("sweep xxx")
-    assert len(tags["overrides"]) == tracking.MAX_TAG_CHARS
+    assert len(tags["overrides"]) == store.MAX_TAG_CHARS
     assert tags["a"] == "b"
-    assert tracking._store_ready(" short ", {})[0] == "short"
+    assert store.store_ready(" short ", {})[0] == "short"

@@ -1,0 +1,165 @@
+"""The tracking store: its URI, whether it answers and can be written, and the experiment.
+
+Importing this module does not import MLflow (the training process checks the store with it);
+`setup` imports it when called.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline.config import TrackingConfig
+from pipeline.errors import TrackingError
+
+log = logging.getLogger(__name__)
+# MLflow's INFO lines (creating tables, engine options) say nothing a user acts on.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+MAX_TAG_CHARS = 5000
+# MLflow's stores hold run names of up to 250 characters (PostgreSQL enforces it; SQLite not).
+MAX_RUN_NAME_CHARS = 250
+# Parallel jobs share one SQLite file: wait for its lock rather than fail "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 60
+PROBE_TIMEOUT_S = 5
+# MLflow's own HTTP client retries for minutes by default; a dead server should show in seconds.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def default_uri() -> str:
+    """`sqlite:///<project root>/mlflow.db`, absolute so every working directory shares it."""
+    return f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def resolve_uri(uri: str | None) -> str:
+    """`tracking.uri` if set, else $MLFLOW_TRACKING_URI, else the project's SQLite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def connect_uri(uri: str) -> str:
+    """The URI MLflow connects with: SQLite gets a busy timeout (SQLAlchemy passes it on)."""
+    if sqlite_path(uri) is None or "timeout=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}timeout={SQLITE_BUSY_TIMEOUT_S}"
+
+
+def check_store(uri: str) -> None:
+    """Fail in seconds, naming the store, when it cannot be reached or written.
+
+    Raises:
+        TrackingError: an HTTP server that does not answer, or a SQLite file whose folder
+            cannot be created or written.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered: a server that is up but has no /health is still up
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({reason}); start it, or point "
+                "tracking.uri / MLFLOW_TRACKING_URI elsewhere"
+            ) from exc
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(
+                f"cannot create the tracking store's folder {folder}: {exc}"
+            ) from exc
+        if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise TrackingError(f"the tracking store {db} is not writable")
+
+
+def _artifact_location(cfg: TrackingConfig, uri: str, experiment: str) -> str | None:
+    if cfg.artifact_location:
+        return cfg.artifact_location
+    db = sqlite_path(uri)
+    if db is not None:
+        # MLflow would put artifacts under ./mlruns of whatever directory the first run
+        # started in; keep them beside the database instead.
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
+        return (db.parent / "mlruns" / safe).as_uri()
+    return None
+
+
+def setup(cfg: TrackingConfig, default_experiment: str) -> str:
+    """Point MLflow at the configured store and return the experiment's id, creating it if new."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy.exc import SQLAlchemyError
+
+    uri = resolve_uri(cfg.uri)
+    check_store(uri)
+    mlflow.set_tracking_uri(connect_uri(uri))
+    name = cfg.experiment or default_experiment
+    try:
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=_artifact_location(cfg, uri, name))
+    except (mlflow.exceptions.MlflowException, SQLAlchemyError, OSError) as exc:
+        created = _created_meanwhile(name)
+        if created is not None:
+            return created
+        message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+        raise TrackingError(f"tracking store {uri} (tracking.uri): {message}") from exc
+
+
+def _created_meanwhile(name: str) -> str | None:
+    """The id of experiment `name` if a parallel job created it after our look-up failed."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        experiment = MlflowClient().get_experiment_by_name(name)
+    except (mlflow.exceptions.MlflowException, SQLAlchemyError, OSError):
+        return None
+    return experiment.experiment_id if experiment is not None else None
+
+
+def git_commit() -> str | None:
+    """The project's current commit, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _capped(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with an ellipsis (long overrides make long names)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def store_ready(run_name: str, tags: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    return _capped(run_name.strip(), MAX_RUN_NAME_CHARS), {
+        k: _capped(str(v), MAX_TAG_CHARS) for k, v in tags.items()
+    }
