@@ -36,6 +36,10 @@ def main(cfg: DictConfig) -> float:
     """Run one job and return its objective (validation accuracy, else test accuracy)."""
     try:
         to_config(cfg)  # a bad value fails here, before TensorFlow or MLflow are imported
+        from pipeline.tracking.client import start_recorder
+
+        # The recorder imports MLflow on the other core while this process imports TensorFlow.
+        start_recorder()
         from pipeline.run import run_from_hydra
 
         return run_from_hydra(cfg)

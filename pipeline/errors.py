@@ -28,8 +28,9 @@ class TrainingError(PipelineError):
 class StageError(RuntimeError):
     """A stage failed after training; names the stage. (Not a user error: keeps its traceback.)"""
 
-    def __init__(self, stage: str, cause: BaseException) -> None:
-        super().__init__(f"stage {stage} failed: {type(cause).__name__}: {cause}")
+    def __init__(self, stage: str, cause: BaseException | str) -> None:
+        what = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"stage {stage} failed: {what}")
         self.tags = {"failed_stage": stage}
 
 

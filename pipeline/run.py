@@ -1,36 +1,72 @@
-"""run(cfg): the stages in order, and the one place that records their results."""
+"""run(cfg): one job's steps in order; what they produce is handed to the recorder process.
+
+This is the training process: it imports TensorFlow, never MLflow or matplotlib. The recorder
+(`pipeline.tracking.client`) owns the MLflow run, draws the report and closes the run.
+"""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import distribute
 from pipeline._tf import keras, tf
 from pipeline.config import Config, config_key, flatten, to_config
-from pipeline.errors import StageError
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, set_threads, steps_per_execution
 from pipeline.stages.load import load
 from pipeline.stages.preprocess import preprocess
-from pipeline.stages.report import render_html, report
+from pipeline.stages.results import save_report_inputs
 from pipeline.sweep import PARENT_RUN_FILE
-from pipeline.tracking import parents, recorder, store
+from pipeline.tracking import store
+from pipeline.tracking.client import RecorderClient, RunSpec
 
 log = logging.getLogger(__name__)
 
-PLOT_DPI = 90
+REPORT_INPUTS = "report_inputs.npz"
+
+
+class Stopwatch:
+    """Wall seconds of each named step of a job, for timings.json."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - began
+
+    def as_dict(self) -> dict[str, float]:
+        out = {f"{step}_seconds": s for step, s in self.seconds.items()}
+        return out | {"total_seconds": time.perf_counter() - self.started}
+
+
+class EpochsToRecorder(keras.callbacks.Callback):
+    """Hands each epoch's logs to the recorder (step = epoch number), and stops the job early
+    if the recorder could not open the run in the store."""
+
+    def __init__(self, recorder: RecorderClient) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.recorder.metrics(logs or {}, step=epoch + 1)
+        self.recorder.check()
 
 
 @contextmanager
@@ -42,24 +78,6 @@ def _folder(path: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="pipeline-run-") as tmp:
         yield Path(tmp)
-
-
-@contextmanager
-def _stage(name: str) -> Iterator[None]:
-    """Name the stage in any unexpected error raised inside (the run records it)."""
-    try:
-        yield
-    except Exception as exc:
-        raise StageError(name, exc) from exc
-
-
-def _experiment(conf: Config, parent_run_id: str | None) -> str | None:
-    """Point MLflow at the store and return the experiment id (None when tracking is off)."""
-    if not conf.tracking.enabled:
-        return None
-    if parent_run_id is not None:
-        return parents.parent_experiment_after_setup(conf.tracking, parent_run_id)
-    return store.setup(conf.tracking, conf.dataset.name)
 
 
 def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str, str]:
@@ -76,23 +94,6 @@ def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str
         tags["git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit
     return tags
-
-
-def _write_artifacts(artifacts: Mapping[str, Figure | str], out: Path) -> dict[str, bytes | str]:
-    """Write texts to `out` and figures, rendered once, to `out/plots`; return what was written
-    (PNG bytes for figures), for the HTML page."""
-    written: dict[str, bytes | str] = {}
-    for name, item in artifacts.items():
-        if isinstance(item, str):
-            (out / name).write_text(item)
-            written[name] = item
-        else:
-            buf = io.BytesIO()
-            item.savefig(buf, format="png", dpi=PLOT_DPI)
-            (out / "plots").mkdir(parents=True, exist_ok=True)
-            (out / "plots" / name).write_bytes(buf.getvalue())
-            written[name] = buf.getvalue()
-    return written
 
 
 def run(
@@ -112,18 +113,129 @@ def run(
     Returns:
         The objective for sweeps: final validation accuracy, or test accuracy without validation.
     """
-    started = time.perf_counter()
     conf = to_config(cfg)
+    # The process's recorder (started by the entry point before TensorFlow, else now).
+    rec = RecorderClient(enabled=conf.tracking.enabled)
+    try:
+        if conf.tracking.enabled:  # an unreachable store fails now, in seconds, writing nothing
+            store.check_store(store.resolve_uri(conf.tracking.uri))
+        return _steps(conf, cfg, rec, parent_run_id, output_dir, overrides)
+    except KeyboardInterrupt:
+        rec.close("KILLED", "interrupted")
+        raise
+    except BaseException as exc:
+        rec.close("FAILED", f"{type(exc).__name__}: {exc}", getattr(exc, "tags", {}))
+        raise
+
+
+def _steps(
+    conf: Config,
+    cfg: DictConfig,
+    rec: RecorderClient,
+    parent_run_id: str | None,
+    output_dir: Path | None,
+    overrides: Sequence[str],
+) -> float:
+    """Set up, load, build, fit, evaluate, record, report: each a step of the stopwatch."""
+    clock = Stopwatch()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if conf.tracking.enabled:  # an unreachable store fails now, in seconds, writing nothing
-        store.check_store(store.resolve_uri(conf.tracking.uri))
+    with _folder(output_dir) as out:
+        with clock("load"):  # data problems surface here, before anything is recorded
+            ds = load(conf.dataset)
+            splits = preprocess(ds, conf.trainer.validation_split)
+        spec = RunSpec(
+            # The recorder may outlive this job's environment (it serves a whole sweep).
+            tracking=replace(conf.tracking, uri=store.resolve_uri(conf.tracking.uri)),
+            experiment=conf.dataset.name,
+            run_name=conf.tracking.run_name,
+            tags=_tags(conf, overrides, resolved),
+            parent_run_id=parent_run_id,
+            params=flatten(resolved),
+        )
+        rec.open(spec)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        rec.files([out / "config.yaml"])
+        rec.folder(out / ".hydra", ".hydra")
 
-    # Data problems surface here, before anything is written to the store.
-    ds = load(conf.dataset)
-    splits = preprocess(ds, conf.trainer.validation_split)
-    store_started = time.perf_counter()
-    experiment_id = _experiment(conf, parent_run_id)
+        with clock("build"):
+            model, replicas = _build(conf, ds, len(splits.train))
+        summary: list[str] = []
+        model.summary(print_fn=lambda line, *a, **k: summary.append(line))
+        (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
+        rec.params({"num_params": model.count_params(), "num_replicas": replicas})
 
+        # Nothing else runs in this process while the model trains: recording happens in the
+        # recorder process, on the other core.
+        with clock("fit"):
+            history = fit(conf.trainer, model, splits, [EpochsToRecorder(rec)])
+        with clock("evaluate"):
+            metrics = evaluate(model, splits.test, ds.class_names)
+        final = {k: v[-1] for k, v in history.metrics.items()}
+        final |= {
+            "test_loss": metrics.loss,
+            "test_accuracy": metrics.accuracy,
+            "fit_seconds": history.fit_seconds,
+        }
+
+        with clock("record"):  # metrics, weights and model first: a failed report keeps them
+            rec.metrics({k: final[k] for k in ("test_loss", "test_accuracy", "fit_seconds")})
+            rec.metrics(
+                {
+                    f"test_f1_{name}": metrics.report[name]["f1-score"]
+                    for name in ds.class_names
+                    if name in metrics.report
+                }
+            )
+            weights = named_weights(model)
+            np.savez(out / "weights.npz", **weights)
+            # Per-example results, for McNemar's test between two single runs (compare).
+            np.savez_compressed(
+                out / "predictions.npz",
+                predictions=metrics.predictions.astype(np.uint8),
+                labels=metrics.labels.astype(np.uint8),
+            )
+            (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+            names = ("model_summary.txt", "weights.npz", "predictions.npz", "metrics.json")
+            rec.files([out / name for name in names])
+            if conf.tracking.log_model and conf.tracking.enabled:
+                model.save(out / "model.keras")
+                example = splits.test.x[:5]
+                versions = {
+                    "keras": keras.__version__,
+                    "tensorflow": tf.__version__,
+                    "backend": keras.backend.backend(),
+                }
+                rec.model(out / "model.keras", example, model.predict(example, verbose=0), versions)
+
+        with clock("report"):  # drawn by the recorder, from the arrays saved here
+            save_report_inputs(out / REPORT_INPUTS, ds, history, metrics, conf.report.num_samples)
+            title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
+            request = {
+                "config": vars(conf.report),
+                "weights": str(out / "weights.npz"),
+                "model": conf.model.name,
+                "title": title,
+                "settings": flatten(resolved),
+                "final": final,
+            }
+            rec.report(out / REPORT_INPUTS, out, request)
+
+        with clock("recorder"):  # the recorder's remaining work; it raises what failed there
+            rec.close("FINISHED")
+        if not rec.lost:
+            (out / REPORT_INPUTS).unlink(missing_ok=True)
+        (out / "timings.json").write_text(json.dumps(clock.as_dict(), indent=2) + "\n")
+
+    log.info(
+        "done: %s (files in %s)",
+        " ".join(f"{k}={v:.4f}" for k, v in final.items()),
+        output_dir or "a temporary folder",
+    )
+    return final.get("val_accuracy", metrics.accuracy)
+
+
+def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
+    """The compiled model, seeded and placed under the configured strategy; its replica count."""
     set_threads(conf.trainer)
     distribute.split_cpu(conf.trainer)
     # Keras' global state from an earlier job in this process (a sweep) goes; a full garbage
@@ -132,106 +244,15 @@ def run(
     strategy = distribute.strategy(conf.trainer)
     keras.utils.set_random_seed(conf.seed)
     tf.config.experimental.enable_op_determinism()
-
-    tags = _tags(conf, overrides, resolved)
-    with (
-        recorder.open_run(experiment_id, conf.tracking.run_name, tags, parent_run_id) as rec,
-        _folder(output_dir) as out,
-    ):
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        rec.params(flatten(resolved))
-        rec.files([out / "config.yaml"])
-        rec.folder(out / ".hydra", ".hydra")
-        # Time spent on recording and reporting, by part (none of it when tracking is off).
-        clock = {"store_seconds": time.perf_counter() - store_started}
-
-        with strategy.scope():  # the model's variables live on every replica
-            model = build(
-                conf.model,
-                conf.optimizer,
-                ds.train_x.shape[1:],
-                len(ds.class_names),
-                steps_per_execution(conf.trainer, len(splits.train)),
-            )
-        summary: list[str] = []
-        model.summary(print_fn=lambda line, *a, **k: summary.append(line))
-        (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
-        rec.params(
-            {"num_params": model.count_params(), "num_replicas": strategy.num_replicas_in_sync}
+    with strategy.scope():  # the model's variables live on every replica
+        model = build(
+            conf.model,
+            conf.optimizer,
+            ds.train_x.shape[1:],
+            len(ds.class_names),
+            steps_per_execution(conf.trainer, num_train),
         )
-
-        title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
-        # Nothing else runs while the model trains: TensorFlow takes the GIL at every step, so
-        # drawing or logging on another thread would slow training about as much as it saves
-        # (benchmarks/gil.py), and `fit_seconds` would count it.
-        fit_started = time.perf_counter()
-        history = fit(conf.trainer, model, splits, rec.callbacks())
-        fit_ended = time.perf_counter()
-        metrics = evaluate(model, splits.test, ds.class_names)
-        final = {k: v[-1] for k, v in history.metrics.items()}
-        final |= {
-            "test_loss": metrics.loss,
-            "test_accuracy": metrics.accuracy,
-            "fit_seconds": history.fit_seconds,
-        }
-        # Metrics, weights and model are recorded before the report, which cannot lose them.
-        rec.metrics({k: final[k] for k in ("test_loss", "test_accuracy", "fit_seconds")})
-        rec.metrics(
-            {
-                f"test_f1_{name}": metrics.report[name]["f1-score"]
-                for name in ds.class_names
-                if name in metrics.report
-            }
-        )
-        weights = named_weights(model)
-        np.savez(out / "weights.npz", **weights)
-        # Per-example results, for McNemar's test between two single runs (compare).
-        np.savez_compressed(
-            out / "predictions.npz",
-            predictions=metrics.predictions.astype(np.uint8),
-            labels=metrics.labels.astype(np.uint8),
-        )
-        (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-        rec.files(
-            [
-                out / "model_summary.txt",
-                out / "weights.npz",
-                out / "predictions.npz",
-                out / "metrics.json",
-            ]
-        )
-        if conf.tracking.log_model:
-            model_log_started = time.perf_counter()
-            rec.keras_model(model, splits.test.x[:5])
-            clock["model_log_seconds"] = time.perf_counter() - model_log_started
-
-        with _stage("report"):
-            report_started = time.perf_counter()
-            figures = report(conf.report, ds, history, metrics, weights, conf.model.name, title)
-            written = _write_artifacts(figures, out)
-            rec.folder(out / "plots", "plots")
-            texts = [out / name for name, item in written.items() if isinstance(item, str)]
-            if conf.report.html:
-                settings = flatten(resolved)
-                (out / "report.html").write_text(render_html(title, settings, final, written))
-                texts.append(out / "report.html")
-            rec.files(texts)
-            clock["report_seconds"] = time.perf_counter() - report_started
-        # Where the time went (read by benchmarks/seed_runs.py).
-        timings = {
-            "before_fit_seconds": fit_started - started,
-            "fit_seconds": history.fit_seconds,
-            "after_fit_seconds": time.perf_counter() - fit_ended,
-            **clock,
-        }
-        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-
-    log.info(
-        "done: %s (files in %s)",
-        " ".join(f"{k}={v:.4f}" for k, v in final.items()),
-        output_dir or "a temporary folder",
-    )
-    return final.get("val_accuracy", metrics.accuracy)
+    return model, strategy.num_replicas_in_sync
 
 
 def run_from_hydra(cfg: DictConfig) -> float:

@@ -3,6 +3,7 @@ IDX data, the real datasets."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,19 @@ def tiny_data(tmp_path: Path) -> list[str]:
     """Overrides pointing the mnist config at tiny IDX files written for this test."""
     root = tmp_path / "data"
     return tiny_overrides(root, write_tiny_dataset(root))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def absl_handler_keeps_pytests_streams():
+    """absl's log handler (TensorFlow brings it) closes its stream on close unless that stream
+    is sys.stderr at the time. Under pytest, sys.stderr changes with each test's capture, and
+    Hydra's logging set-up in an in-process sweep closes every handler: the handler would
+    close pytest's own capture stream. Closing it here only flushes, as logging's own does."""
+    from absl.logging import PythonHandler
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PythonHandler, "close", logging.StreamHandler.close)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +62,11 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_sto
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
-    yield uri
     import mlflow
+
+    # The URI an earlier test pointed this process's MLflow at would outlive the variable.
+    mlflow.set_tracking_uri(uri)
+    yield uri
 
     active = mlflow.active_run()
     if active is not None:

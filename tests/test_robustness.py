@@ -205,15 +205,18 @@ def test_divergence_mid_run_stops_at_once_and_keeps_earlier_epochs(
 
 
 def test_report_failure_keeps_model_and_metrics(tiny_data, isolated_tracking, monkeypatch):
-    def broken(*args, **kwargs):
-        raise ValueError("cannot draw")
+    # The report is drawn in the recorder process, from arrays the job saves: saved broken,
+    # the drawing fails there.
+    def broken(path, *args, **kwargs):
+        Path(path).write_bytes(b"not the report's arrays")
 
-    monkeypatch.setattr(run_module, "report", broken)
-    with pytest.raises(StageError, match="stage report failed: ValueError: cannot draw"):
+    monkeypatch.setattr(run_module, "save_report_inputs", broken)
+    with pytest.raises(StageError, match=r"stage report failed: \w+Error: "):
         run(make_config([*tiny_data, SILENT, "trainer.epochs=1"]))
     (r,) = runs_in(isolated_tracking)
     assert r.info.status == "FAILED"
     assert r.data.tags["failed_stage"] == "report"
+    assert r.data.tags["error"].startswith("stage report failed: ")
     assert "test_accuracy" in r.data.metrics
     model = mlflow.keras.load_model(f"runs:/{r.info.run_id}/model")
     assert model.predict(np.zeros((1, 28, 28), np.uint8), verbose=0).shape == (1, 10)
@@ -261,6 +264,60 @@ def test_interrupt_during_fit_kills_the_run_and_keeps_epochs(
         m.step for m in MlflowClient(isolated_tracking).get_metric_history(r.info.run_id, "loss")
     ]
     assert len(steps) >= 3 and sorted(steps) == list(range(1, len(steps) + 1))
+
+
+@pytest.mark.cli
+def test_sigkill_of_the_trainer_fails_its_run_at_once_and_keeps_the_epochs(
+    tiny_data, isolated_tracking, tmp_path
+):
+    # What the out-of-memory killer or a preempted cluster job does: no handler runs.
+    proc = start_pipeline(
+        [*tiny_data, *QUIET, "trainer.epochs=100000", f"hydra.run.dir={tmp_path / 'job'}"]
+    )
+    try:
+        r = _wait_for_epochs(isolated_tracking, 3, proc)
+        proc.kill()
+        proc.wait(timeout=30)
+        killed = time.monotonic()
+        client = MlflowClient(isolated_tracking)
+        while client.get_run(r.info.run_id).info.status == "RUNNING":
+            assert time.monotonic() - killed < 5, "the run stayed RUNNING"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+    after = client.get_run(r.info.run_id)
+    assert after.info.status == "FAILED"
+    assert "training process" in after.data.tags["error"]
+    assert "died before it closed the run" in after.data.tags["error"]
+    steps = [m.step for m in client.get_metric_history(r.info.run_id, "loss")]
+    assert len(steps) >= 3 and sorted(steps) == list(range(1, len(steps) + 1))
+
+
+@pytest.mark.cli
+def test_a_dead_recorder_leaves_training_to_finish_and_says_so(
+    tiny_data, isolated_tracking, tmp_path
+):
+    job = tmp_path / "job"
+    proc = start_pipeline([*tiny_data, *QUIET, "trainer.epochs=40", f"hydra.run.dir={job}"])
+    try:
+        _wait_for_epochs(isolated_tracking, 2, proc)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        recorders = [p for p in children if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(recorders) == 1, children
+        os.kill(int(recorders[0]), signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    # Hydra's job log holds what the console showed.
+    log = "\n".join(p.read_text() for p in job.glob("*.log"))
+    said = [line for line in log.splitlines() if "recording stopped" in line]
+    assert len(said) == 1, log[-3000:]
+    assert "training goes on" in said[0]
+    # The job's own files are all there.
+    for name in ("metrics.json", "weights.npz", "predictions.npz", "timings.json"):
+        assert (job / name).is_file(), name
+    assert json.loads((job / "metrics.json").read_text())["test_accuracy"] > 0
 
 
 @pytest.mark.cli

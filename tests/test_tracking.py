@@ -1,3 +1,5 @@
+import time
+
 import mlflow
 import numpy as np
 import pytest
@@ -5,7 +7,10 @@ from mlflow.tracking import MlflowClient
 
 from pipeline._tf import keras
 from pipeline.config import TrackingConfig, flatten
-from pipeline.tracking import recorder, store
+from pipeline.errors import TrackingError
+from pipeline.run import EpochsToRecorder
+from pipeline.tracking import store
+from pipeline.tracking.client import RecorderClient, RunSpec
 from tests.helpers import run_main
 
 
@@ -14,47 +19,59 @@ def test_flatten_nested_config():
     assert flat == {"a.b": 1, "a.c.d": "x", "e": [1, 2]}
 
 
-def _only_run(uri):
-    exp = MlflowClient(uri).get_experiment_by_name("t")
-    (r,) = MlflowClient(uri).search_runs([exp.experiment_id])
-    return r
+def _spec(uri, name, **tags):
+    return RunSpec(
+        tracking=TrackingConfig(uri=uri), experiment="t", run_name=name, tags=tags, params={}
+    )
 
 
-def test_epoch_logger_uses_epoch_numbers_as_steps(isolated_tracking):
-    exp = store.setup(TrackingConfig(), "t")
+def test_epochs_reach_the_recorder_with_epoch_numbers_as_steps(isolated_tracking):
     x = np.random.default_rng(0).random((32, 4)).astype(np.float32)
     y = (x[:, 0] > 0.5).astype(np.int32)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    with recorder.start_run(exp, "r", {}) as run_id:
-        model.fit(
-            x,
-            y,
-            epochs=3,
-            validation_split=0.25,
-            verbose=0,
-            callbacks=[recorder.EpochMetricsLogger()],
-        )
+    rec = RecorderClient()
+    rec.open(_spec(isolated_tracking, "r"))
+    model.fit(x, y, epochs=3, validation_split=0.25, verbose=0, callbacks=[EpochsToRecorder(rec)])
+    rec.close("FINISHED")
     client = MlflowClient(isolated_tracking)
     for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        assert sorted(m.step for m in client.get_metric_history(run_id, name)) == [1, 2, 3]
+        assert sorted(m.step for m in client.get_metric_history(rec.run_id, name)) == [1, 2, 3]
 
 
 def test_run_status_finished_failed_killed(isolated_tracking):
-    exp = store.setup(TrackingConfig(), "t")
     client = MlflowClient(isolated_tracking)
-    with recorder.start_run(exp, "ok", {"k": "v"}) as ok:
-        pass
-    with pytest.raises(ValueError), recorder.start_run(exp, "bad", {}) as bad:
-        raise ValueError("no good")
-    with pytest.raises(KeyboardInterrupt), recorder.start_run(exp, "stop", {}) as stop:
-        raise KeyboardInterrupt
-    assert client.get_run(ok).info.status == "FINISHED"
-    assert client.get_run(ok).data.tags["k"] == "v"
-    assert client.get_run(bad).info.status == "FAILED"
-    assert client.get_run(bad).data.tags["error"] == "ValueError: no good"
-    assert client.get_run(stop).info.status == "KILLED"
-    assert mlflow.active_run() is None
+    ids = {}
+    for status, error, tags in (
+        ("FINISHED", None, {}),
+        ("FAILED", "ValueError: no good", {"failed_stage": "fit"}),
+        ("KILLED", "interrupted", {}),
+    ):
+        rec = RecorderClient()
+        rec.open(_spec(isolated_tracking, status.lower(), k="v"))
+        rec.close(status, error, tags)
+        ids[status] = rec.run_id
+    ok, bad, stop = (client.get_run(ids[s]) for s in ("FINISHED", "FAILED", "KILLED"))
+    assert ok.info.status == "FINISHED" and ok.data.tags["k"] == "v"
+    assert "error" not in ok.data.tags
+    assert bad.info.status == "FAILED"
+    assert bad.data.tags["error"] == "ValueError: no good"
+    assert bad.data.tags["failed_stage"] == "fit"
+    assert stop.info.status == "KILLED"
+    assert mlflow.active_run() is None  # the run lives in the recorder, never here
+
+
+def test_a_store_that_refuses_the_run_stops_the_job(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rec = RecorderClient()
+    rec.open(_spec(f"sqlite:///{blocker}/mlflow.db", "r"))
+    with pytest.raises(TrackingError, match=str(blocker)):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rec.check()
+            time.sleep(0.1)
+    rec.close("FAILED", "TrackingError")
 
 
 def test_sweep_that_fails_leaves_no_run_running(isolated_tracking, tmp_path, monkeypatch, capsys):

@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from pipeline._tf import keras
 from pipeline.stages.fit import EVAL_BATCH_SIZE
 from pipeline.stages.preprocess import Split
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Test-set results.
-
-    Attributes:
-        loss: mean cross-entropy.  accuracy: fraction right.
-        probabilities: (n, classes) softmax outputs.  predictions: (n,) argmax.
-        labels: (n,) true labels.
-        confusion: (classes, classes) counts, rows true, columns predicted.
-        report: scikit-learn's classification_report as a dict, keyed by class name.
-    """
-
-    loss: float
-    accuracy: float
-    probabilities: np.ndarray
-    predictions: np.ndarray
-    labels: np.ndarray
-    confusion: np.ndarray
-    report: dict[str, Any]
+from pipeline.stages.results import Metrics
 
 
 def evaluate(

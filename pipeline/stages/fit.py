@@ -6,38 +6,14 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pipeline._tf import keras, tf
 from pipeline.config import TrainerConfig
 from pipeline.errors import TrainingError
 from pipeline.stages.preprocess import Splits
+from pipeline.stages.results import History
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class History:
-    """Per-epoch metrics of one training run.
-
-    Attributes:
-        metrics: name -> one value per epoch (`loss`, `accuracy`, and with validation
-            `val_loss`, `val_accuracy`).
-        epoch_seconds: wall time of each epoch, validation included.
-        fit_seconds: wall time of the whole `model.fit` call.
-    """
-
-    metrics: dict[str, tuple[float, ...]]
-    epoch_seconds: tuple[float, ...]
-    fit_seconds: float
-
-    @property
-    def epochs(self) -> int:
-        return len(self.epoch_seconds)
-
-    @property
-    def has_validation(self) -> bool:
-        return "val_loss" in self.metrics
 
 
 # Validation and test batches only bound memory; they change no result.

@@ -18,9 +18,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from pipeline.config import ReportConfig
-from pipeline.stages.evaluate import Metrics
-from pipeline.stages.fit import History
 from pipeline.stages.load import Dataset
+from pipeline.stages.results import History, Metrics
 
 RIGHT_COLOR = "blue"
 WRONG_COLOR = "red"

@@ -1,4 +1,12 @@
-"""The run of one job: opened, recorded into and closed with the status that happened."""
+"""The recorder process: it owns one job's MLflow run, records what the training process sends,
+draws the report, and closes the run with the status that happened.
+
+It runs beside training on the other core (started by `client.RecorderClient` before TensorFlow
+is imported) and never imports TensorFlow: the model arrives as a saved .keras file, the report's
+inputs as arrays. Ctrl-C reaches the whole terminal's process group, so the recorder ignores
+SIGINT and SIGTERM: the training process tells it how the job ended, and if that process dies
+without a word, the closed pipe says so.
+"""
 
 from __future__ import annotations
 
@@ -6,186 +14,307 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+import shutil
+import signal
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import numpy as np
-from mlflow.entities import RunStatus
-from mlflow.models import Model, infer_signature
-
-from pipeline._tf import keras, tf
-from pipeline.interrupts import held
-from pipeline.tracking.store import MAX_TAG_CHARS, store_ready
-
 log = logging.getLogger(__name__)
 
+DIED = (
+    "training process {pid} died before it closed the run (killed, e.g. by SIGKILL or the "
+    "out-of-memory killer, or crashed); the epochs recorded until then are kept"
+)
+PLOT_DPI = 90
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra's job log
 
-@contextmanager
-def start_run(
-    experiment_id: str,
-    run_name: str,
-    tags: Mapping[str, str],
-    parent_run_id: str | None = None,
-) -> Iterator[str]:
-    """Open a run and always close it: FINISHED, FAILED (error tagged) or KILLED on Ctrl-C.
 
-    Yields:
-        The run id.
-    """
-    run_name, tags = store_ready(run_name, tags)
-    with held():
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+class _Run:
+    """The MLflow run of one job, or nothing when tracking is off."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self.failure: tuple[str, str] | None = None  # (stage, error) of the recorder's own part
+
+    def open(self, spec) -> str | None:
+        if not self.enabled:
+            return None
+        import mlflow
+
+        from pipeline.tracking.parents import parent_experiment_after_setup
+        from pipeline.tracking.store import setup, store_ready
+
+        if spec.parent_run_id is not None:
+            experiment_id = parent_experiment_after_setup(spec.tracking, spec.parent_run_id)
+        else:
+            experiment_id = setup(spec.tracking, spec.experiment)
+        name, tags = store_ready(spec.run_name, spec.tags)
         run = mlflow.start_run(
             experiment_id=experiment_id,
-            run_name=run_name,
+            run_name=name,
             tags=tags,
-            parent_run_id=parent_run_id,
+            parent_run_id=spec.parent_run_id,
         )
-    try:
-        yield run.info.run_id
-    except KeyboardInterrupt:
-        _close(RunStatus.KILLED, "interrupted")
-        raise
-    except BaseException as exc:
-        # Errors may carry tags saying where they happened (e.g. diverged_epoch, failed_stage).
-        with held():
-            for key, value in getattr(exc, "tags", {}).items():
-                mlflow.set_tag(key, value)
-        _close(RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
-        raise
-    else:
-        _close(RunStatus.FINISHED)
+        self.run_id = run.info.run_id
+        if spec.params:
+            mlflow.log_params(spec.params)
+        log.info("MLflow run %s (%s) in %s", self.run_id, name, mlflow.get_tracking_uri())
+        return self.run_id
 
-
-@held()
-def _close(status: int, error: str | None = None) -> None:
-    try:
-        if error:
-            mlflow.set_tag("error", error[:MAX_TAG_CHARS])
-    finally:
-        mlflow.end_run(RunStatus.to_string(status))
-
-
-class Recorder:
-    """Records one open MLflow run: what `run()` hands it goes to the store."""
-
-    # Each record is written whole: Ctrl-C waits for the end of the write (see interrupts).
-    @held()
-    def params(self, params: Mapping[str, Any]) -> None:
-        mlflow.log_params(dict(params))
-
-    @held()
-    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
-
-    @held()
-    def files(self, paths: Iterable[Path], folder: str | None = None) -> None:
-        for path in paths:
-            mlflow.log_artifact(str(path), artifact_path=folder)
-
-    @held()
-    def folder(self, local_dir: Path, folder: str) -> None:
-        if local_dir.is_dir():
-            mlflow.log_artifacts(str(local_dir), folder)
-
-    @held()
-    def keras_model(self, model: keras.Model, input_example: np.ndarray) -> str | None:
-        return log_keras_model(model, input_example)
-
-    def callbacks(self) -> list[keras.callbacks.Callback]:
-        return [EpochMetricsLogger()]
-
-
-class NullRecorder(Recorder):
-    """Stands in for a run when `tracking.enabled=false`: records nothing."""
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
 
     def params(self, params: Mapping[str, Any]) -> None:
-        pass
+        if self.active:
+            import mlflow
+
+            mlflow.log_params(dict(params))
 
     def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        pass
+        if self.active:
+            import mlflow
 
-    def files(self, paths: Iterable[Path], folder: str | None = None) -> None:
-        pass
+            mlflow.log_metrics(dict(metrics), step=step)
 
-    def folder(self, local_dir: Path, folder: str) -> None:
-        pass
+    def files(self, paths, folder: str | None = None) -> None:
+        if self.active:
+            import mlflow
 
-    def keras_model(self, model: keras.Model, input_example: np.ndarray) -> str | None:
-        return None
+            for path in paths:
+                if Path(path).is_file():
+                    mlflow.log_artifact(path, artifact_path=folder)
 
-    def callbacks(self) -> list[keras.callbacks.Callback]:
-        return []
+    def folder(self, local_dir: str, folder: str) -> None:
+        if self.active and Path(local_dir).is_dir():
+            import mlflow
+
+            mlflow.log_artifacts(local_dir, folder)
+
+    def model(self, saved: str, example_in, example_out, versions: dict) -> None:
+        if self.active:
+            log_keras_file(Path(saved), example_in, example_out, versions)
+
+    def report(self, inputs: str, out_dir: str, request: dict) -> None:
+        written = draw_report(Path(inputs), Path(out_dir), request)
+        if self.active:
+            self.folder(str(Path(out_dir) / "plots"), "plots")
+            self.files([str(p) for p in written])
+
+    def close(self, status: str, error: str | None, tags: Mapping[str, str]) -> None:
+        if not self.active:
+            return
+        import mlflow
+        from mlflow.entities import RunStatus
+
+        from pipeline.tracking.store import MAX_TAG_CHARS
+
+        if self.failure is not None and status == "FINISHED":
+            stage, message = self.failure
+            status, error = "FAILED", f"stage {stage} failed: {message}"
+            tags = {**tags, "failed_stage": stage}
+        try:
+            for key, value in tags.items():
+                mlflow.set_tag(key, str(value)[:MAX_TAG_CHARS])
+            if error:
+                mlflow.set_tag("error", error[:MAX_TAG_CHARS])
+        finally:
+            mlflow.end_run(RunStatus.to_string(getattr(RunStatus, status)))
+        self.run_id = None
 
 
-@contextmanager
-def open_run(
-    experiment_id: str | None,
-    run_name: str,
-    tags: Mapping[str, str],
-    parent_run_id: str | None = None,
-) -> Iterator[Recorder]:
-    """A Recorder for a new run in `experiment_id`, or a NullRecorder when that is None."""
-    if experiment_id is None:
-        yield NullRecorder()
-        return
-    with start_run(experiment_id, run_name, tags, parent_run_id) as run_id:
-        log.info("MLflow run %s (%s) in %s", run_id, run_name, mlflow.get_tracking_uri())
-        yield Recorder()
+def serve(conn) -> None:
+    """Record the jobs of the training process, one after the other, until it closes the pipe
+    or dies."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import mlflow  # noqa: F401  (now, on this core, while the trainer imports TensorFlow)
+
+    parent_pid = os.getppid()
+    run = _Run(enabled=False)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            # The training process is gone; if a run is open, it never closed it.
+            if run.active:
+                run.close("FAILED", DIED.format(pid=parent_pid), {})
+            return
+        kind, args = message[0], message[1:]
+        if kind == "open":
+            spec, enabled = args
+            run = _Run(enabled)
+            try:
+                conn.send(("opened", run.open(spec)))
+            except Exception as exc:
+                conn.send(("store_error", f"tracking store: {_one_line(exc)}"))
+        elif kind == "close":
+            try:
+                run.close(*args)
+            except Exception as exc:
+                log.error("closing the run failed: %s", _one_line(exc))
+                run.failure = run.failure or ("recording (close)", _one_line(exc))
+            finally:
+                with contextlib.suppress(OSError):
+                    conn.send(("closed", run.failure))
+            run = _Run(enabled=False)
+        else:
+            try:
+                getattr(run, kind)(*args)
+            except Exception as exc:
+                # The run goes on: later records are kept, and its end says what failed.
+                stage = "report" if kind == "report" else f"recording ({kind})"
+                log.error("%s failed: %s\n%s", stage, _one_line(exc), traceback.format_exc())
+                if run.failure is None:
+                    run.failure = (stage, _one_line(exc))
 
 
-class _KerasFlavor:
-    """`mlflow.keras` with its `save_model` given the model folder it expects to exist.
+# --- the model, logged from its file -----------------------------------------------------------
 
-    MLflow's Keras flavour writes the input example before it creates the folder when called
-    from `log_model` (mlflow/mlflow#16183), so `mlflow.keras.log_model(..., input_example=...)`
-    fails; this is the same `Model.log` path with that one folder made first.
+
+class _KerasFileFlavor:
+    """MLflow's Keras flavour, written from a saved .keras file without importing Keras.
+
+    Loads with `mlflow.keras.load_model` and as a pyfunc exactly as a model saved by
+    `mlflow.keras.save_model` does: the same folder (data/model.keras, data/keras_module.txt),
+    the same flavour entries, environment files.
     """
 
     @staticmethod
-    def save_model(path: str, **kwargs: Any) -> None:
-        kwargs.pop("validate_serving_input", None)  # read by Model.log, not by save_model
-        os.makedirs(path, exist_ok=True)
-        mlflow.keras.save_model(model=kwargs.pop("model"), path=path, **kwargs)
+    def save_model(
+        path: str,
+        saved: Path,
+        versions: dict,
+        mlflow_model=None,
+        signature=None,
+        input_example=None,
+        pip_requirements=None,
+        **_: Any,
+    ) -> None:
+        import yaml
+        from mlflow import pyfunc
+        from mlflow.models.model import MLMODEL_FILE_NAME, Model
+        from mlflow.models.utils import _save_example
+        from mlflow.utils.environment import (
+            _CONDA_ENV_FILE_NAME,
+            _PYTHON_ENV_FILE_NAME,
+            _REQUIREMENTS_FILE_NAME,
+            _process_pip_requirements,
+            _PythonEnv,
+        )
+        from mlflow.utils.file_utils import write_to
+
+        os.makedirs(os.path.join(path, "data"), exist_ok=True)
+        model = mlflow_model or Model()
+        if signature is not None:
+            model.signature = signature
+        if input_example is not None:
+            _save_example(model, input_example, path)
+        Path(path, "data", "keras_module.txt").write_text("keras")
+        shutil.copyfile(saved, Path(path, "data", "model.keras"))
+        model.add_flavor(
+            "keras",
+            data="data",
+            keras_version=versions["keras"],
+            keras_backend=versions["backend"],
+            save_exported_model=False,
+        )
+        pyfunc.add_to_model(
+            model,
+            loader_module="mlflow.keras",
+            conda_env=_CONDA_ENV_FILE_NAME,
+            python_env=_PYTHON_ENV_FILE_NAME,
+        )
+        model.save(os.path.join(path, MLMODEL_FILE_NAME))
+        conda_env, requirements, _ = _process_pip_requirements(None, pip_requirements, None)
+        with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as f:
+            yaml.safe_dump(conda_env, stream=f, default_flow_style=False)
+        write_to(os.path.join(path, _REQUIREMENTS_FILE_NAME), "\n".join(requirements))
+        _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))
 
 
-def log_keras_model(model: keras.Model, input_example: np.ndarray) -> str:
-    """Log the model with MLflow's Keras flavour (`.keras` format), signature and input example.
+def log_keras_file(saved: Path, example_in, example_out, versions: dict) -> str:
+    """Log a saved .keras model in MLflow's Keras flavour, with signature and input example.
 
     Returns:
         The model's URI, loadable with `mlflow.keras.load_model`.
     """
-    signature = infer_signature(input_example, model.predict(input_example, verbose=0))
-    # Naming the requirements skips MLflow's inference of them, which loads the model again in
-    # a subprocess (about 5 s); the keras flavour's own list plus the backend is what it needs.
-    requirements = [*mlflow.keras.get_default_pip_requirements(), f"tensorflow=={tf.__version__}"]
-    # MLflow checks the input example by predicting it with Keras' progress bar on stdout.
+    from mlflow.models import Model, infer_signature
+
+    requirements = [f"keras=={versions['keras']}", f"tensorflow=={versions['tensorflow']}"]
     with contextlib.redirect_stdout(io.StringIO()):
         info = Model.log(
             artifact_path=None,
             name="model",
-            flavor=_KerasFlavor,
+            flavor=_KerasFileFlavor,
             flavor_name="mlflow.keras",
-            model=model,
-            signature=signature,
-            input_example=input_example,
+            saved=saved,
+            versions=versions,
+            signature=infer_signature(example_in, example_out),
+            input_example=example_in,
             pip_requirements=requirements,
-            # MLflow would load the model once more to check the example; the tests check
-            # that the logged model loads and predicts.
+            # Checking the example would load the model with TensorFlow in this process; the
+            # tests load the logged model and predict with it instead.
             validate_serving_input=False,
         )
     return info.model_uri
 
 
-class EpochMetricsLogger(keras.callbacks.Callback):
-    """Logs Keras' epoch logs (loss, accuracy, val_loss, val_accuracy) with step = epoch number.
+# --- the report --------------------------------------------------------------------------------
 
-    One batched call per epoch, synchronous: a few milliseconds, and each finished epoch is in
-    the store before the next starts. (MLflow's asynchronous queue costs about a second to
-    shut down at the end of a run, more than all the epochs' calls together.)
-    """
 
-    def on_epoch_end(self, epoch, logs=None):
-        Recorder().metrics(logs or {}, step=epoch + 1)
+def draw_report(inputs: Path, out: Path, request: dict) -> list[Path]:
+    """Draw the report's figures into `out/plots` and its texts (and report.html) into `out`,
+    from the arrays at `inputs`; return the text files written."""
+    from pipeline.config import ReportConfig
+    from pipeline.stages.report import render_html, report
+    from pipeline.stages.results import load_report_inputs
+
+    ds, history, metrics = load_report_inputs(inputs)
+    with np_load(request["weights"]) as weights:
+        artifacts = report(
+            ReportConfig(**request["config"]),
+            ds,
+            history,
+            metrics,
+            weights,
+            request["model"],
+            request["title"],
+        )
+    written: dict[str, bytes | str] = {}
+    texts: list[Path] = []
+    for name, item in artifacts.items():
+        if isinstance(item, str):
+            (out / name).write_text(item)
+            written[name] = item
+            texts.append(out / name)
+        else:
+            buf = io.BytesIO()
+            item.savefig(buf, format="png", dpi=PLOT_DPI)
+            (out / "plots").mkdir(parents=True, exist_ok=True)
+            (out / "plots" / name).write_bytes(buf.getvalue())
+            written[name] = buf.getvalue()
+    if request["config"].get("html", True):
+        page = render_html(request["title"], request["settings"], request["final"], written)
+        (out / "report.html").write_text(page)
+        texts.append(out / "report.html")
+    return texts
+
+
+@contextlib.contextmanager
+def np_load(path: str):
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as saved:
+        yield {k: saved[k] for k in saved.files}

@@ -1,0 +1,209 @@
+"""The training process's side of the recorder: it starts the recorder process and hands it
+records over a pipe. Imports neither MLflow, matplotlib nor TensorFlow.
+
+Sending never waits for the store: a record is a few bytes in the pipe, written whole. The
+recorder owns the MLflow run and closes it with the status that happened; if this process dies
+without a word, the recorder sees the pipe close and marks the run FAILED. If the recorder dies,
+training goes on: one line says that recording stopped, and the job's files are still written.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import TrackingConfig
+from pipeline.errors import StageError, TrackingError
+from pipeline.interrupts import held
+
+log = logging.getLogger(__name__)
+
+# How long the end of a job waits for the recorder to finish its records (large artifacts
+# going to a remote server take a while; a dead recorder is noticed at once).
+CLOSE_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the recorder needs to open the run (sent once the data has loaded)."""
+
+    tracking: TrackingConfig
+    experiment: str
+    run_name: str
+    tags: dict[str, str]
+    parent_run_id: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _serve(conn) -> None:
+    """The recorder process's entry: MLflow is imported here, in that process only."""
+    from pipeline.tracking.recorder import serve
+
+    serve(conn)
+
+
+class _Process:
+    """One recorder process, reused by every job of this process (a sweep's jobs): it is
+    started once, and its imports are paid once."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # TensorFlow's threads do not survive fork
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child,), name="recorder", daemon=True)
+        self.process.start()
+        child.close()
+        self.alive = True
+
+    def stop(self) -> None:
+        """Close the pipe (the recorder then exits) and wait for it."""
+        self.conn.close()
+        self.process.join(timeout=30)
+        if self.process.is_alive():  # it ignores SIGTERM (Ctrl-C reaches the whole group)
+            self.process.kill()
+
+
+_shared: _Process | None = None
+
+
+def _stop_shared() -> None:
+    # Before multiprocessing's own exit handler, which would wait for the recorder forever:
+    # the recorder ends when its pipe closes.
+    if _shared is not None and _shared.alive:
+        _shared.stop()
+
+
+def _recorder_process() -> _Process:
+    global _shared
+    if _shared is None or not _shared.alive or not _shared.process.is_alive():
+        first = _shared is None
+        _shared = _Process()
+        if first:  # after multiprocessing's own exit handler, so that it runs before it
+            atexit.register(_stop_shared)
+    return _shared
+
+
+def start_recorder() -> None:
+    """Start this process's recorder now, so that its imports overlap with TensorFlow's."""
+    _recorder_process()
+
+
+class RecorderClient:
+    """Hands one job's records to the recorder process; every method returns at once."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._shared = _recorder_process()
+        self._conn, self._process = self._shared.conn, self._shared.process
+        self.enabled = enabled
+        self.lost = False
+        self.closed = False
+        self.run_id: str | None = None
+        self._store_error: str | None = None
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _send(self, *message: Any) -> None:
+        if self.lost or self.closed:
+            return
+        try:
+            with held():  # a message is written whole, even on Ctrl-C
+                self._conn.send(message)
+        except (BrokenPipeError, EOFError, OSError):
+            self._lose()
+
+    def _lose(self) -> None:
+        if not self.lost:
+            self.lost = True
+            self._shared.alive = False
+            self._process.join(timeout=1)
+            log.warning(
+                "recording stopped: the recorder process ended (exit code %s); training goes "
+                "on and the job's files are still written to its folder",
+                self._process.exitcode,
+            )
+
+    def open(self, spec: RunSpec) -> None:
+        self._send("open", spec, self.enabled)
+
+    def params(self, params: Mapping[str, Any]) -> None:
+        self._send("params", dict(params))
+
+    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._send("metrics", {k: float(v) for k, v in metrics.items()}, step)
+
+    def files(self, paths: Iterable[Path], folder: str | None = None) -> None:
+        self._send("files", [str(p) for p in paths], folder)
+
+    def folder(self, local_dir: Path, folder: str) -> None:
+        self._send("folder", str(local_dir), folder)
+
+    def model(self, saved: Path, example_in: Any, example_out: Any, versions: dict) -> None:
+        """Log the Keras model saved at `saved` (a .keras file), with its signature inferred
+        from an input example and the model's output on it."""
+        self._send("model", str(saved), example_in, example_out, versions)
+
+    def report(self, inputs: Path, out_dir: Path, request: dict) -> None:
+        """Draw the report from the arrays saved at `inputs` into `out_dir` and log it."""
+        self._send("report", str(inputs), str(out_dir), request)
+
+    # --- replies ------------------------------------------------------------------------
+
+    def _read_replies(self, timeout: float = 0.0) -> tuple | None:
+        """The recorder's next reply within `timeout` seconds, or None."""
+        if self.lost:
+            return None
+        try:
+            if not self._conn.poll(timeout):
+                return None
+            with held():  # a reply read half would leave the pipe out of step
+                reply = self._conn.recv()
+        except (EOFError, OSError):
+            self._lose()
+            return None
+        if reply[0] == "opened":
+            self.run_id = reply[1]
+        elif reply[0] == "store_error":
+            self._store_error = reply[1]
+        return reply
+
+    def check(self) -> None:
+        """Raise the store's error if the recorder could not open the run (checked between
+        epochs: a refused store ends the job early rather than after training)."""
+        while self._read_replies() is not None:
+            pass
+        if self._store_error:
+            raise TrackingError(self._store_error)
+
+    def close(self, status: str, error: str | None = None, tags: Mapping[str, str] = {}) -> None:
+        """End the run with `status` once every record before is in; wait for the recorder.
+
+        Raises:
+            StageError: the recorder's own part failed (e.g. drawing the report); the run is
+                then FAILED with that error.
+            TrackingError: the recorder could not open the run in the store.
+        """
+        if self.closed:  # e.g. the job's error path after a failed close
+            return
+        self._send("close", status, error, dict(tags))
+        self.closed = True
+        failure = None
+        while not self.lost:
+            reply = self._read_replies(timeout=CLOSE_TIMEOUT_S)
+            if reply is None:
+                if not self.lost:
+                    log.warning("the recorder did not finish within %d s", CLOSE_TIMEOUT_S)
+                    self._process.kill()
+                    self._lose()
+                break
+            if reply[0] == "closed":
+                failure = reply[1]
+                break
+        if self._store_error and status == "FINISHED":
+            raise TrackingError(self._store_error)
+        if failure and status == "FINISHED":
+            stage, message = failure
+            raise StageError(stage, message)
