@@ -152,13 +152,12 @@ def _steps(
             parent_run_id=parent_run_id,
             params=flatten(resolved),
         )
+        with clock("build"):  # a strategy the machine cannot give fails here, unrecorded
+            model, replicas = _build(conf, ds, len(splits.train))
         rec.open(spec)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         rec.files([out / "config.yaml"])
         rec.folder(out / ".hydra", ".hydra")
-
-        with clock("build"):
-            model, replicas = _build(conf, ds, len(splits.train))
         summary: list[str] = []
         model.summary(print_fn=lambda line, *a, **k: summary.append(line))
         (out / "model_summary.txt").write_text("\n".join(summary) + "\n")

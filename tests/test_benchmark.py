@@ -42,11 +42,15 @@ def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
         assert exp["ratios"]["fit"] > 0 and exp["ratios"]["process"] > 0
     linear = results["experiments"]["linear_mnist"]["stats"]
     assert linear["pipeline"]["val_accuracy"]["median"] is not None
-    # The pipeline says where its recording and report time went; off, there is none of it.
-    assert linear["pipeline"]["report_seconds"]["median"] > 0
-    assert linear["pipeline"]["model_log_seconds"]["median"] > 0
-    assert linear["pipeline_off"]["model_log_seconds"]["median"] < 0.01
-    assert "pipeline's recording and report (medians): store" in proc.stdout
+    # The pipeline says where its time after training went: handing records over, and the
+    # recorder process's own part, which the report makes longest.
+    for part in ("record_seconds", "report_seconds", "recorder_seconds"):
+        assert linear["pipeline"][part]["median"] > 0, part
+    assert (
+        linear["pipeline"]["recorder_seconds"]["median"]
+        > linear["pipeline_off"]["recorder_seconds"]["median"]
+    )
+    assert "pipeline's steps after training (medians): record" in proc.stdout
     assert results["import_mlflow_seconds"] > 0
 
 

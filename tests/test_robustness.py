@@ -302,7 +302,9 @@ def test_a_dead_recorder_leaves_training_to_finish_and_says_so(
     try:
         _wait_for_epochs(isolated_tracking, 2, proc)
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        recorders = [p for p in children if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        recorders = [
+            p for p in children if "tracking.recorder" in Path(f"/proc/{p}/cmdline").read_text()
+        ]
         assert len(recorders) == 1, children
         os.kill(int(recorders[0]), signal.SIGKILL)
         _, err = proc.communicate(timeout=120)

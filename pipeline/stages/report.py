@@ -19,7 +19,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from pipeline.config import ReportConfig
 from pipeline.stages.load import Dataset
-from pipeline.stages.results import History, Metrics
+from pipeline.stages.results import History, Metrics, json_default
 
 RIGHT_COLOR = "blue"
 WRONG_COLOR = "red"
@@ -225,13 +225,6 @@ def weights_figure(
     return fig
 
 
-def _json_default(value: Any) -> Any:
-    # scikit-learn may hand back NumPy scalars, which json cannot write.
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def data_figures(cfg: ReportConfig, ds: Dataset, title: str) -> dict[str, Figure]:
     """The figures that need only the data."""
     return {"samples.png": samples(ds, cfg.num_samples, title)} if cfg.samples else {}
@@ -277,7 +270,7 @@ def result_artifacts(
     if cfg.confusion_matrix:
         out["confusion_matrix.png"] = confusion_matrix(ds, metrics, title)
         out["classification_report.json"] = json.dumps(
-            metrics.report, indent=2, default=_json_default
+            metrics.report, indent=2, default=json_default
         )
     if cfg.mistakes:
         out["mistakes.png"] = mistakes(ds, metrics, cfg.num_mistakes, title)

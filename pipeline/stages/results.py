@@ -91,7 +91,7 @@ def save_report_inputs(
                     "accuracy": metrics.accuracy,
                     "report": metrics.report,
                 },
-                default=_json_default,
+                default=json_default,
             )
         ),
     )
@@ -128,7 +128,7 @@ def load_report_inputs(path: Path) -> tuple[Dataset, History, Metrics]:
     return ds, history, metrics
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     # scikit-learn hands back NumPy scalars, which json cannot write.
     if isinstance(value, np.generic):
         return value.item()

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import atexit
 import logging
-import multiprocessing
+import socket
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -40,30 +43,34 @@ class RunSpec:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _serve(conn) -> None:
-    """The recorder process's entry: MLflow is imported here, in that process only."""
-    from pipeline.tracking.recorder import serve
-
-    serve(conn)
-
-
 class _Process:
     """One recorder process, reused by every job of this process (a sweep's jobs): it is
-    started once, and its imports are paid once."""
+    started once, and its imports are paid once.
+
+    A plain subprocess with one end of a socket pair, rather than multiprocessing's: a parallel
+    launcher's workers (joblib's loky) may neither have multiprocessing children nor spawn them.
+    """
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")  # TensorFlow's threads do not survive fork
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child,), name="recorder", daemon=True)
-        self.process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.tracking.recorder", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        self.conn = Connection(ours.detach())
         self.alive = True
+
+    def running(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self) -> None:
         """Close the pipe (the recorder then exits) and wait for it."""
         self.conn.close()
-        self.process.join(timeout=30)
-        if self.process.is_alive():  # it ignores SIGTERM (Ctrl-C reaches the whole group)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # it ignores SIGTERM (Ctrl-C reaches the whole group)
             self.process.kill()
 
 
@@ -71,19 +78,17 @@ _shared: _Process | None = None
 
 
 def _stop_shared() -> None:
-    # Before multiprocessing's own exit handler, which would wait for the recorder forever:
-    # the recorder ends when its pipe closes.
+    # The recorder ends when its pipe closes: it has finished every job's records by then.
     if _shared is not None and _shared.alive:
         _shared.stop()
 
 
 def _recorder_process() -> _Process:
     global _shared
-    if _shared is None or not _shared.alive or not _shared.process.is_alive():
-        first = _shared is None
-        _shared = _Process()
-        if first:  # after multiprocessing's own exit handler, so that it runs before it
+    if _shared is None or not _shared.alive or not _shared.running():
+        if _shared is None:
             atexit.register(_stop_shared)
+        _shared = _Process()
     return _shared
 
 
@@ -119,11 +124,14 @@ class RecorderClient:
         if not self.lost:
             self.lost = True
             self._shared.alive = False
-            self._process.join(timeout=1)
+            try:
+                code = self._process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                code = None
             log.warning(
                 "recording stopped: the recorder process ended (exit code %s); training goes "
                 "on and the job's files are still written to its folder",
-                self._process.exitcode,
+                code,
             )
 
     def open(self, spec: RunSpec) -> None:

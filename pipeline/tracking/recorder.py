@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,7 +138,8 @@ def serve(conn) -> None:
     or dies."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # To stdout, as Hydra's console log: stderr is for the job's one-line errors.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import mlflow  # noqa: F401  (now, on this core, while the trainer imports TensorFlow)
 
@@ -318,3 +320,9 @@ def np_load(path: str):
 
     with np.load(path, allow_pickle=False) as saved:
         yield {k: saved[k] for k in saved.files}
+
+
+if __name__ == "__main__":  # started by client._Process with its end of a socket pair
+    from multiprocessing.connection import Connection
+
+    serve(Connection(int(sys.argv[1])))
