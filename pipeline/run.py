@@ -124,8 +124,22 @@ def run(
         rec.close("KILLED", "interrupted")
         raise
     except BaseException as exc:
+        if _interrupted(exc):  # e.g. Ctrl-C while TensorFlow traced a function, which wraps it
+            rec.close("KILLED", "interrupted")
+            raise KeyboardInterrupt("interrupted") from exc
         rec.close("FAILED", f"{type(exc).__name__}: {exc}", getattr(exc, "tags", {}))
         raise
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether an interruption is what `exc` carries, as its cause or context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _steps(
