@@ -89,7 +89,6 @@ class Verdict:
 class Comparison:
     groups: list[Group]
     verdicts: list[Verdict]
-    failed: int
     figure: Figure
     notes: list[str] = field(default_factory=list)
 
@@ -433,9 +432,7 @@ def compare(
     notes = []
     if failed:
         notes.append(f"{failed} run(s) did not finish and are left out.")
-    return Comparison(
-        groups, verdicts(groups, load_predictions), failed, curves_figure(groups), notes
-    )
+    return Comparison(groups, verdicts(groups, load_predictions), curves_figure(groups), notes)
 
 
 def _html(comparison: Comparison, png: bytes) -> str:
