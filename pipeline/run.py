@@ -234,9 +234,7 @@ def _steps(
             rec.report(out / REPORT_INPUTS, out, request)
 
         with clock("recorder"):  # the recorder's remaining work; it raises what failed there
-            rec.close("FINISHED")
-        if not rec.lost:
-            (out / REPORT_INPUTS).unlink(missing_ok=True)
+            rec.close("FINISHED")  # (in a sweep, it goes on while the next job trains)
         (out / "timings.json").write_text(json.dumps(clock.as_dict(), indent=2) + "\n")
 
     log.info(

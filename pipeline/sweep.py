@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError, PipelineError, SweepAborted, TrackingError
+from pipeline.tracking import client
 
 if TYPE_CHECKING:  # tracking imports MLflow: not at start-up
     from pipeline.tracking.runs import RunRecord
@@ -102,6 +103,11 @@ class MlflowSweepCallback(Callback):
         _check_sweep_values(config)
         if not OmegaConf.select(config, "tracking.enabled", default=True):
             return
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        if launcher.endswith(".BasicLauncher"):
+            # The jobs run in this process, one after the other: each job's run is closed by
+            # the recorder while the next one trains, and the comparison waits for them all.
+            client.defer_closing(True)
         self.uri = OmegaConf.select(config, "tracking.uri")
         experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(
             config, "dataset.name"
@@ -138,6 +144,7 @@ class MlflowSweepCallback(Callback):
 
         if self.run_id is None:
             return []
+        client.wait_for_recorder()  # the last jobs' runs close before they are read back
         records = runs.fetch_runs(self.uri, parent_run_id=self.run_id)
         failed = runs.unfinished_children(self.uri, self.run_id)
         if not records:
@@ -196,6 +203,7 @@ class MlflowSweepCallback(Callback):
             _OPEN.remove(self)
         if self.run_id is None:
             return
+        client.defer_closing(False)
         from pipeline.tracking import parents
 
         if status == "FAILED" and self.sweep_dir is not None:

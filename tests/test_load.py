@@ -98,6 +98,31 @@ def test_load_tiny_dataset_with_limit(tmp_path):
     assert ds.class_names == tuple(str(i) for i in range(10))
 
 
+def test_a_process_reads_each_file_once_until_it_changes(tmp_path, monkeypatch):
+    # The jobs of a sweep share the data: the files are read and verified once per process.
+    from pipeline.stages import load as load_module
+
+    reads = []
+    real_read = load_module.read_idx
+    monkeypatch.setattr(
+        load_module, "read_idx", lambda path, sha: reads.append(path.name) or real_read(path, sha)
+    )
+    root = tmp_path / "data"
+    digests = write_tiny_dataset(root, n_train=30, n_test=12)
+    first = load(dataset_cfg(tiny_overrides(root, digests)))
+    again = load(dataset_cfg([*tiny_overrides(root, digests), "dataset.limit=10"]))
+    assert len(reads) == 4  # the second load, with another limit, read nothing
+    assert again.train_x.shape == (10, 28, 28)
+    np.testing.assert_array_equal(again.train_x, first.train_x[:10])
+    assert not first.train_x.flags.writeable  # shared arrays cannot be changed by a job
+
+    # A file rewritten in place (another size, another checksum) is read again.
+    digests = write_tiny_dataset(root, n_train=40, n_test=12, seed=1)
+    changed = load(dataset_cfg(tiny_overrides(root, digests)))
+    assert changed.train_x.shape == (40, 28, 28)
+    assert len(reads) == 8
+
+
 def test_counts_that_differ_are_refused(tmp_path):
     root = tmp_path / "data"
     digests = write_tiny_dataset(root, n_train=30, n_test=12)

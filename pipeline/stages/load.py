@@ -146,6 +146,26 @@ def locate(cfg: DatasetConfig, fname: str, sha256: str) -> Path:
     return dest
 
 
+# Files already read by this process, by (path, size, mtime, checksum): the jobs of a sweep read
+# and verify each file once. The arrays are read-only views of the bytes, safe to share.
+_READ: dict[tuple, np.ndarray] = {}
+_READ_MAX = 8  # two datasets' four files
+
+
+def _read_once(path: Path, sha256: str | None) -> np.ndarray:
+    try:
+        st = path.stat()
+    except OSError:
+        return read_idx(path, sha256)  # which names the missing file
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256)
+    if key not in _READ:
+        array = read_idx(path, sha256)
+        while len(_READ) >= _READ_MAX:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = array
+    return _READ[key]
+
+
 def load(cfg: DatasetConfig) -> Dataset:
     """Load the dataset the config describes, keeping the first `cfg.limit` images of each split.
 
@@ -157,7 +177,7 @@ def load(cfg: DatasetConfig) -> Dataset:
     arrays = {}
     for role in FILE_ROLES:
         file = getattr(cfg.files, role)
-        arrays[role] = read_idx(locate(cfg, file.name, file.sha256), file.sha256)
+        arrays[role] = _read_once(locate(cfg, file.name, file.sha256), file.sha256)
     num_classes = len(cfg.class_names)
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]

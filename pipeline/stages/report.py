@@ -10,11 +10,14 @@ from collections.abc import Mapping
 from io import BytesIO
 from typing import Any
 
+import matplotlib
 import numpy as np
 
 # Figures are built from matplotlib.figure.Figure, not pyplot: they render with Agg and no
 # window can ever open, whatever backend the environment selects.
+from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from pipeline.config import ReportConfig
@@ -29,6 +32,13 @@ BAR_COLOR = "#777777"
 SAMPLE_COLUMNS = 5
 PREDICTION_COLUMNS = 3
 HTML_DPI = 80
+# Montage cells, in image pixels: room under an image for its label, between images, above a
+# mistake for its caption.
+SAMPLE_LABEL_PX = 9
+SAMPLE_GAP_PX = 6
+PREDICTION_LABEL_PX = 10
+PREDICTION_GAP_PX = 4
+MISTAKE_CAPTION_PX = 14
 
 
 def _grid(n: int, columns: int) -> tuple[int, int]:
@@ -42,12 +52,60 @@ def _no_ticks(ax) -> None:
     ax.set_yticks([])
 
 
+def montage(
+    images: np.ndarray, cols: int, cell: tuple[int, int], at: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """The images laid out in one array, row-major, `cols` to a row, each in a cell of
+    `cell` = (height, width) pixels at offset `at` = (row, column) within it; the rest is NaN,
+    which draws as nothing.
+
+    One image on one axes draws many times faster than one axes per image, and looks the same.
+    """
+    n, h, w = images.shape[:3]
+    rows = math.ceil(n / cols) if n else 0
+    out = np.full((rows * cell[0], cols * cell[1]), np.nan)
+    for i, image in enumerate(images):
+        top, left = (i // cols) * cell[0] + at[0], (i % cols) * cell[1] + at[1]
+        out[top : top + h, left : left + w] = image
+    return out
+
+
+def _montage_axes(fig: Figure | Any, grid: np.ndarray, cmap: str, vmax: float):
+    """One axes showing `grid` (a montage) pixel for pixel, without frame or ticks."""
+    ax = fig.add_subplot()
+    colors = matplotlib.colormaps[cmap].with_extremes(bad=(1, 1, 1, 0))
+    ax.imshow(grid, cmap=colors, vmin=0, vmax=vmax, interpolation="nearest")
+    ax.set_axis_off()
+    # A pixel of margin, so that the frames on the montage's edges are not cut.
+    ax.set_xlim(-1.5, grid.shape[1] + 0.5)
+    ax.set_ylim(grid.shape[0] + 0.5, -1.5)
+    return ax
+
+
+def _frames(ax, rows: int, cols: int, cell: tuple[int, int], box: tuple[int, int, int, int]):
+    """A thin frame around the box (top, left, height, width) of every cell, as an axes'."""
+    top, left, height, width = box
+    ax.add_collection(
+        PatchCollection(
+            [
+                Rectangle((c * cell[1] + left - 0.5, r * cell[0] + top - 0.5), width, height)
+                for r in range(rows)
+                for c in range(cols)
+            ],
+            facecolor="none",
+            edgecolor="black",
+            linewidth=0.8,
+        )
+    )
+
+
 def samples(ds: Dataset, num: int, title: str) -> Figure:
     """The first training image with a colour bar of its raw values, beside a grid of the first
     `num` training images (scaled to 0..1) labelled with their class names.
 
     The figure holds two subfigures: `fig.subfigs[0]` the single image and its colour bar,
-    `fig.subfigs[1]` the grid, one axes per image in order.
+    `fig.subfigs[1]` the grid as one montage (see `montage`), each label a text with
+    gid `label<i>` under its image.
     """
     n = min(num, len(ds.train_x))
     rows, cols = _grid(n, SAMPLE_COLUMNS)
@@ -60,12 +118,19 @@ def samples(ds: Dataset, num: int, title: str) -> Figure:
     ax.set_title(f"{ds.class_names[int(ds.train_y[0])]}: raw pixel values")
     ax.grid(False)
 
-    gs = right.add_gridspec(rows, cols)
+    h, w = ds.train_x.shape[1:3]
+    cell = (h + SAMPLE_LABEL_PX, w + SAMPLE_GAP_PX)
+    ax = _montage_axes(right, montage(ds.train_x[:n] / 255.0, cols, cell), "binary", 1.0)
+    _frames(ax, rows, cols, cell, (0, 0, h, w))
     for i in range(n):
-        ax = right.add_subplot(gs[i // cols, i % cols])
-        ax.imshow(ds.train_x[i] / 255.0, cmap="binary", vmin=0.0, vmax=1.0)
-        _no_ticks(ax)
-        ax.set_xlabel(ds.class_names[int(ds.train_y[i])])
+        ax.text(
+            (i % cols) * cell[1] + w / 2,
+            (i // cols) * cell[0] + h + 1,
+            ds.class_names[int(ds.train_y[i])],
+            ha="center",
+            va="top",
+            gid=f"label{i}",
+        )
     fig.suptitle(f"{title}: the first {n} training images")
     return fig
 
@@ -92,48 +157,46 @@ def learning_curves(history: History, title: str) -> Figure:
 def predictions(ds: Dataset, metrics: Metrics, num: int, title: str) -> Figure:
     """The first `num` test images, each beside a bar chart of its class probabilities.
 
-    Axes come in pairs, in order: image i is `fig.axes[2 * i]`, its bars `fig.axes[2 * i + 1]`.
-    The image's x-label is blue when the prediction is right, red when wrong; the predicted bar
-    is red and the true one blue (so a right prediction shows a single blue bar).
+    Drawn on one axes: the images as one montage, PREDICTION_COLUMNS (image, bars) pairs to a
+    row, every bar in one BarContainer (image i's bar k is `containers[0][10 * i + k]`, its
+    height the probability times the image's height). Image i's label (text gid `label<i>`)
+    is blue when the prediction is right, red when wrong; the predicted bar is red and the
+    true one blue (so a right prediction shows a single blue bar).
     """
     n = min(num, len(ds.test_x))
     rows, cols = _grid(n, PREDICTION_COLUMNS)
     num_classes = metrics.probabilities.shape[1]
-    height = 2.2 * rows + 0.6
-    # Fixed margins: a grid this regular does not need the layout solver, which would more
-    # than double the time to draw it.
-    fig = Figure(figsize=(4 * cols, height))
-    gs = fig.add_gridspec(
-        rows,
-        2 * cols,
-        left=0.01,
-        right=0.99,
-        bottom=0.35 / height,
-        top=1 - 0.45 / height,
-        wspace=0.12,
-        hspace=0.3,
-    )
+    h, w = ds.test_x.shape[1:3]
+    step = w / num_classes  # each bar's slot: the bars take the image's width
+    bars_left = w + PREDICTION_GAP_PX
+    cell = (h + PREDICTION_LABEL_PX, bars_left + w + PREDICTION_GAP_PX * 2)
+    fig = Figure(figsize=(cell[1] * cols / 18, cell[0] * rows / 18 + 0.6), layout="constrained")
+    ax = _montage_axes(fig, montage(ds.test_x[:n], cols, cell), "binary", 255)
+    _frames(ax, rows, cols, cell, (0, 0, h, w))
+    _frames(ax, rows, cols, cell, (0, bars_left, h, w))
+
+    x, bottom, height, colors = [], [], [], []
     for i in range(n):
         probs = metrics.probabilities[i]
         pred, true = int(np.argmax(probs)), int(metrics.labels[i])
-        row, col = i // cols, 2 * (i % cols)
-
-        ax = fig.add_subplot(gs[row, col])
-        ax.imshow(ds.test_x[i], cmap="binary", vmin=0, vmax=255)
-        _no_ticks(ax)
-        ax.set_xlabel(
+        top, left = (i // cols) * cell[0], (i % cols) * cell[1]
+        ax.text(
+            left + w / 2,
+            top + h + 1,
             f"{ds.class_names[pred]} {100 * probs[pred]:2.0f}% ({ds.class_names[true]})",
             color=RIGHT_COLOR if pred == true else WRONG_COLOR,
+            ha="center",
+            va="top",
+            gid=f"label{i}",
         )
-
-        ax = fig.add_subplot(gs[row, col + 1])
-        bars = ax.bar(range(num_classes), probs, color=BAR_COLOR)
-        ax.set_ylim(0, 1)
-        ax.set_xticks(range(num_classes))
-        ax.set_yticks([])
-        # True after predicted: when they coincide the bar must read as right.
-        bars[pred].set_color(WRONG_COLOR)
-        bars[true].set_color(RIGHT_COLOR)
+        for k in range(num_classes):
+            x.append(left + bars_left - 0.5 + (k + 0.5) * step)
+            bottom.append(top + h - 0.5)
+            height.append(-probs[k] * h)  # the image's rows grow downwards
+            # True after predicted: when they coincide the bar must read as right.
+            colors.append(RIGHT_COLOR if k == true else WRONG_COLOR if k == pred else BAR_COLOR)
+            ax.text(x[-1], top + h + 0.3, str(k), ha="center", va="top", fontsize=6)
+    ax.bar(x, height, width=step * 0.8, bottom=bottom, color=colors)
     fig.suptitle(f"{title}: predictions on the first {n} test images")
     return fig
 
@@ -155,7 +218,8 @@ def confusion_matrix(ds: Dataset, metrics: Metrics, title: str) -> Figure:
 
 
 def mistakes(ds: Dataset, metrics: Metrics, num: int, title: str) -> Figure:
-    """The `num` most confident wrong predictions, most confident first.
+    """The `num` most confident wrong predictions, most confident first, as one montage; each
+    image's caption (text gid `label<k>`, k in that order) gives the predicted and true class.
 
     Ties keep test-set order. Without any mistake the figure holds only the text "no mistakes".
     """
@@ -169,26 +233,23 @@ def mistakes(ds: Dataset, metrics: Metrics, num: int, title: str) -> Figure:
         fig.suptitle(f"{title}: most confident mistakes")
         return fig
     rows, cols = _grid(len(chosen), math.ceil(math.sqrt(len(chosen))))
-    height = 2.5 * rows + 1.0
-    fig = Figure(figsize=(2.2 * cols, height))  # fixed margins, as in `predictions`
-    gs = fig.add_gridspec(
-        rows,
-        cols,
-        left=0.02,
-        right=0.98,
-        bottom=0.1 / height,
-        top=1 - 0.95 / height,
-        wspace=0.1,
-        hspace=0.45,
-    )
+    h, w = ds.test_x.shape[1:3]
+    cell = (h + MISTAKE_CAPTION_PX, w + SAMPLE_GAP_PX)
+    fig = Figure(figsize=(max(4, cell[1] * cols / 16), cell[0] * rows / 16 + 0.5))
+    fig.set_layout_engine("constrained")
+    grid = montage(ds.test_x[chosen], cols, cell, at=(MISTAKE_CAPTION_PX, 0))
+    ax = _montage_axes(fig, grid, "binary", 255)
+    _frames(ax, rows, cols, cell, (MISTAKE_CAPTION_PX, 0, h, w))
     for k, i in enumerate(chosen):
-        ax = fig.add_subplot(gs[k // cols, k % cols])
-        ax.imshow(ds.test_x[i], cmap="binary", vmin=0, vmax=255)
-        _no_ticks(ax)
-        ax.set_title(
+        ax.text(
+            (k % cols) * cell[1] + w / 2,
+            (k // cols) * cell[0] + MISTAKE_CAPTION_PX - 1,
             f"pred {ds.class_names[int(preds[i])]} {confidence[i]:.0%}\n"
             f"true {ds.class_names[int(metrics.labels[i])]}",
+            ha="center",
+            va="bottom",
             fontsize=9,
+            gid=f"label{k}",
         )
     fig.suptitle(f"{title}: the {len(chosen)} most confident mistakes of {len(wrong)}")
     return fig
@@ -310,7 +371,8 @@ def render_html(
     final_metrics: Mapping[str, float],
     artifacts: Mapping[str, Figure | bytes | str],
 ) -> str:
-    """One self-contained HTML page: settings, final metrics, then every artifact inline.
+    """One self-contained HTML page: final metrics, every artifact inline, then the settings
+    folded in a <details>.
 
     Figures are embedded as base64 PNG data URIs and texts as <pre> blocks, so the page needs
     no other file and no network.
@@ -332,8 +394,6 @@ def render_html(
         "</head>",
         "<body>",
         f"<h1>{esc(title)}</h1>",
-        "<h2>Settings</h2>",
-        _table([(str(k), str(v)) for k, v in settings.items()], ("setting", "value")),
         "<h2>Final metrics</h2>",
         _table(
             [(str(k), f"{float(v):.4f}") for k, v in final_metrics.items()], ("metric", "value")
@@ -349,5 +409,13 @@ def render_html(
             parts.append(f"<pre>{esc(artifact)}</pre>")
         else:
             raise TypeError(f"artifact {name!r} is a {type(artifact).__name__}")
-    parts += ["</body>", "</html>", ""]
+    # The settings (some 40 rows) last and folded: the page opens on the results.
+    parts += [
+        f"<details>\n<summary>Settings ({len(settings)})</summary>",
+        _table([(str(k), str(v)) for k, v in settings.items()], ("setting", "value")),
+        "</details>",
+        "</body>",
+        "</html>",
+        "",
+    ]
     return "\n".join(parts)

@@ -10,6 +10,7 @@ training goes on: one line says that recording stopped, and the job's files are 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import socket
 import subprocess
@@ -66,15 +67,43 @@ class _Process:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        """Close the pipe (the recorder then exits) and wait for it."""
+        """Close the pipe (the recorder then exits, its records done) and wait for it."""
         self.conn.close()
         try:
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=CLOSE_TIMEOUT_S)
         except subprocess.TimeoutExpired:  # it ignores SIGTERM (Ctrl-C reaches the whole group)
             self.process.kill()
 
 
 _shared: _Process | None = None
+_jobs = itertools.count(1)  # each job's number, carried by the recorder's replies to it
+# Whether a finished job's run may close while the next job trains (set by the sweep for the
+# jobs of its own process; the sweep waits for the recorder before it compares them).
+_defer_close = False
+
+
+def defer_closing(on: bool) -> None:
+    """Let FINISHED jobs of this process return before the recorder has closed their runs."""
+    global _defer_close
+    _defer_close = on
+
+
+def wait_for_recorder() -> None:
+    """Wait until this process's recorder has done everything sent to it so far."""
+    if _shared is None or not _shared.alive or not _shared.running():
+        return
+    token = next(_jobs)
+    try:
+        with held():
+            _shared.conn.send(("sync", token))
+        while _shared.conn.poll(CLOSE_TIMEOUT_S):
+            with held():
+                reply = _shared.conn.recv()
+            if reply == ("synced", token):
+                return
+        log.warning("the recorder did not finish within %d s", CLOSE_TIMEOUT_S)
+    except (EOFError, OSError):
+        _shared.alive = False
 
 
 def _stop_shared() -> None:
@@ -104,6 +133,7 @@ class RecorderClient:
         self._shared = _recorder_process()
         self._conn, self._process = self._shared.conn, self._shared.process
         self.enabled = enabled
+        self.job = next(_jobs)
         self.lost = False
         self.closed = False
         self.run_id: str | None = None
@@ -135,7 +165,7 @@ class RecorderClient:
             )
 
     def open(self, spec: RunSpec) -> None:
-        self._send("open", spec, self.enabled)
+        self._send("open", spec, self.enabled, self.job)
 
     def params(self, params: Mapping[str, Any]) -> None:
         self._send("params", dict(params))
@@ -161,22 +191,26 @@ class RecorderClient:
     # --- replies ------------------------------------------------------------------------
 
     def _read_replies(self, timeout: float = 0.0) -> tuple | None:
-        """The recorder's next reply within `timeout` seconds, or None."""
-        if self.lost:
-            return None
-        try:
-            if not self._conn.poll(timeout):
+        """The recorder's next reply to this job within `timeout` seconds, or None. Replies to
+        an earlier job (whose run closed while this one trained) are passed over."""
+        while not self.lost:
+            try:
+                if not self._conn.poll(timeout):
+                    return None
+                with held():  # a reply read half would leave the pipe out of step
+                    reply = self._conn.recv()
+            except (EOFError, OSError):
+                self._lose()
                 return None
-            with held():  # a reply read half would leave the pipe out of step
-                reply = self._conn.recv()
-        except (EOFError, OSError):
-            self._lose()
-            return None
-        if reply[0] == "opened":
-            self.run_id = reply[1]
-        elif reply[0] == "store_error":
-            self._store_error = reply[1]
-        return reply
+            kind, job, *rest = reply
+            if job != self.job:
+                continue
+            if kind == "opened":
+                self.run_id = rest[0]
+            elif kind == "store_error":
+                self._store_error = rest[0]
+            return (kind, *rest)
+        return None
 
     def check(self) -> None:
         """Raise the store's error if the recorder could not open the run (checked between
@@ -196,8 +230,12 @@ class RecorderClient:
         """
         if self.closed:  # e.g. the job's error path after a failed close
             return
-        self._send("close", status, error, dict(tags))
+        self._send("close", self.job, status, error, dict(tags))
         self.closed = True
+        if _defer_close and status == "FINISHED" and not self._store_error:
+            # In a sweep, the next job trains while the recorder finishes this one's run; a
+            # failure there still ends the run FAILED, and the recorder's log says why.
+            return
         failure = None
         while not self.lost:
             reply = self._read_replies(timeout=CLOSE_TIMEOUT_S)

@@ -106,7 +106,10 @@ class _Run:
             log_keras_file(Path(saved), example_in, example_out, versions)
 
     def report(self, inputs: str, out_dir: str, request: dict) -> None:
-        written = draw_report(Path(inputs), Path(out_dir), request)
+        try:
+            written = draw_report(Path(inputs), Path(out_dir), request)
+        finally:
+            Path(inputs).unlink(missing_ok=True)  # the arrays were only for the figures
         if self.active:
             self.folder(str(Path(out_dir) / "plots"), "plots")
             self.files([str(p) for p in written])
@@ -145,6 +148,7 @@ def serve(conn) -> None:
 
     parent_pid = os.getppid()
     run = _Run(enabled=False)
+    job = None  # the number of the job whose run is open, carried by each reply to it
     while True:
         try:
             message = conn.recv()
@@ -154,14 +158,17 @@ def serve(conn) -> None:
                 run.close("FAILED", DIED.format(pid=parent_pid), {})
             return
         kind, args = message[0], message[1:]
-        if kind == "open":
-            spec, enabled = args
+        if kind == "sync":  # everything sent before is done
+            conn.send(("synced", *args))
+        elif kind == "open":
+            spec, enabled, job = args
             run = _Run(enabled)
             try:
-                conn.send(("opened", run.open(spec)))
+                conn.send(("opened", job, run.open(spec)))
             except Exception as exc:
-                conn.send(("store_error", f"tracking store: {_one_line(exc)}"))
+                conn.send(("store_error", job, f"tracking store: {_one_line(exc)}"))
         elif kind == "close":
+            job, *args = args  # (a job that failed before it opened a run closes too)
             try:
                 run.close(*args)
             except Exception as exc:
@@ -169,7 +176,7 @@ def serve(conn) -> None:
                 run.failure = run.failure or ("recording (close)", _one_line(exc))
             finally:
                 with contextlib.suppress(OSError):
-                    conn.send(("closed", run.failure))
+                    conn.send(("closed", job, run.failure))
             run = _Run(enabled=False)
         else:
             try:
@@ -276,41 +283,64 @@ def log_keras_file(saved: Path, example_in, example_out, versions: dict) -> str:
 # --- the report --------------------------------------------------------------------------------
 
 
+REPORT_TIMINGS = "report_timings.json"
+FIGURE_SWITCHES = (
+    "samples",
+    "learning_curves",
+    "predictions",
+    "confusion_matrix",
+    "mistakes",
+    "weights",
+)
+
+
 def draw_report(inputs: Path, out: Path, request: dict) -> list[Path]:
     """Draw the report's figures into `out/plots` and its texts (and report.html) into `out`,
-    from the arrays at `inputs`; return the text files written."""
+    from the arrays at `inputs`; return the text files written.
+
+    Each figure is drawn and encoded on its own, and its seconds go to report_timings.json.
+    """
+    import json
+    import time
+    from dataclasses import replace
+
     from pipeline.config import ReportConfig
     from pipeline.stages.report import render_html, report
     from pipeline.stages.results import load_report_inputs
 
+    cfg = ReportConfig(**request["config"])
     ds, history, metrics = load_report_inputs(inputs)
-    with np_load(request["weights"]) as weights:
-        artifacts = report(
-            ReportConfig(**request["config"]),
-            ds,
-            history,
-            metrics,
-            weights,
-            request["model"],
-            request["title"],
-        )
     written: dict[str, bytes | str] = {}
     texts: list[Path] = []
-    for name, item in artifacts.items():
-        if isinstance(item, str):
-            (out / name).write_text(item)
-            written[name] = item
-            texts.append(out / name)
-        else:
-            buf = io.BytesIO()
-            item.savefig(buf, format="png", dpi=PLOT_DPI)
-            (out / "plots").mkdir(parents=True, exist_ok=True)
-            (out / "plots" / name).write_bytes(buf.getvalue())
-            written[name] = buf.getvalue()
-    if request["config"].get("html", True):
+    seconds: dict[str, float] = {}
+    with np_load(request["weights"]) as weights:
+        for switch in FIGURE_SWITCHES:
+            if not getattr(cfg, switch):
+                continue
+            began = time.perf_counter()
+            one = replace(cfg, **{s: s == switch for s in FIGURE_SWITCHES})
+            artifacts = report(
+                one, ds, history, metrics, weights, request["model"], request["title"]
+            )
+            for name, item in artifacts.items():
+                if isinstance(item, str):
+                    (out / name).write_text(item)
+                    written[name] = item
+                    texts.append(out / name)
+                else:
+                    buf = io.BytesIO()
+                    item.savefig(buf, format="png", dpi=PLOT_DPI)
+                    (out / "plots").mkdir(parents=True, exist_ok=True)
+                    (out / "plots" / name).write_bytes(buf.getvalue())
+                    written[name] = buf.getvalue()
+            seconds[switch] = time.perf_counter() - began
+    if cfg.html:
+        began = time.perf_counter()
         page = render_html(request["title"], request["settings"], request["final"], written)
         (out / "report.html").write_text(page)
         texts.append(out / "report.html")
+        seconds["html"] = time.perf_counter() - began
+    (out / REPORT_TIMINGS).write_text(json.dumps(seconds, indent=2) + "\n")
     return texts
 
 
