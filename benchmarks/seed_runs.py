@@ -1,7 +1,10 @@
-"""Benchmark: the notes' two experiments as the notes run them vs the pipeline's presets.
+"""Benchmark: the notes' two experiments as the notes run them vs the pipeline's presets, a
+2-epoch quick look, and the 2x2x5-seed study.
 
-    python benchmarks/seed_runs.py                 # 3 repeats each, about 15 minutes here
-    python benchmarks/seed_runs.py --smoke         # 1 epoch, 2000 images: keeps the script working
+    python benchmarks/seed_runs.py                 # 3 repeats of everything, about 25 minutes here
+    python benchmarks/seed_runs.py --only quick_look --no-study
+    python benchmarks/seed_runs.py --smoke         # 1 epoch, 2000 images: keeps the script
+                                                   # working; its figures mean nothing
 
 For each experiment, one after another and repeated, in fresh processes on this machine:
 - baseline: the notes' script (plain Keras, float64 arrays from /255, `model.fit` defaults);
@@ -9,6 +12,10 @@ For each experiment, one after another and repeated, in fresh processes on this 
   a temporary SQLite store;
 - pipeline, tracking off: the same with `tracking.enabled=false` and every report figure off,
   to measure what logging and the report cost.
+The study (`experiment=study trainer.epochs=5`, 20 jobs) runs one job at a time
+(`hydra.launcher.n_jobs=1`) and with its parallel launcher (joblib, one job per core).
+Each run's peak memory is the largest sum of the resident memory of its processes (the
+trainer, its recorder, and for the study every worker), sampled every 0.1 s.
 Prints a table of min and median seconds and their ratios, and writes it all as JSON.
 Needs PIPELINE_DATA_DIR (the folder with mnist/ and fashion-mnist/).
 """
@@ -22,15 +29,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# name: (the notes' script, the pipeline's preset, epochs for both; None keeps the preset's)
 EXPERIMENTS = {
-    "linear_mnist": ("notes_linear_mnist.py", "seed_linear_mnist"),
-    "ann_fashion": ("notes_ann_fashion.py", "seed_ann_fashion"),
+    "quick_look": ("notes_linear_mnist.py", "seed_linear_mnist", 2),
+    "linear_mnist": ("notes_linear_mnist.py", "seed_linear_mnist", None),
+    "ann_fashion": ("notes_ann_fashion.py", "seed_ann_fashion", None),
 }
+STUDY = ["experiment=study", "trainer.epochs=5"]
+STUDY_SMOKE = ["trainer.epochs=1", "dataset.limit=2000", "seed=range(1,3)"]
 REPORT_OFF = [
     f"report.{k}=false"
     for k in ("samples", "learning_curves", "predictions", "confusion_matrix", "mistakes")
@@ -48,18 +60,58 @@ IMPORT_MLFLOW = (
 SEED = 42  # the pipeline's default seed, given to the baseline too
 
 
-def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
-    """Run `cmd` to completion, output to `log`; return its wall seconds (start to exit)."""
+def _tree_rss(root: int) -> int:
+    """Bytes of resident memory of process `root` and all its descendants."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+def timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
+    """Run `cmd` to completion, output to `log`; return its wall seconds (start to exit) and
+    the peak resident bytes of its process tree."""
+    peak = [0]
     start = time.perf_counter()
     with log.open("w") as fh:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+        def sample() -> None:
+            while proc.poll() is None:
+                peak[0] = max(peak[0], _tree_rss(proc.pid))
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        proc.wait()
     seconds = time.perf_counter() - start
+    sampler.join()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed with exit code {proc.returncode}; see {log}")
-    return seconds
+    return seconds, peak[0]
 
 
-def baseline(script: str, work: Path, tag: str, smoke: bool) -> dict:
+def _epochs(epochs: int | None, smoke: bool) -> int | None:
+    return SMOKE["epochs"] if smoke else epochs
+
+
+def baseline(script: str, work: Path, tag: str, smoke: bool, epochs: int | None) -> dict:
     out = work / tag
     out.mkdir()
     env = {
@@ -69,29 +121,69 @@ def baseline(script: str, work: Path, tag: str, smoke: bool) -> dict:
         "BENCH_SEED": str(SEED),
     }
     if smoke:
-        env |= {"BENCH_EPOCHS": str(SMOKE["epochs"]), "BENCH_LIMIT": str(SMOKE["limit"])}
-    seconds = timed([sys.executable, str(HERE / script)], env, out / "log.txt")
-    return {"process_seconds": seconds, **json.loads((out / "result.json").read_text())}
+        env |= {"BENCH_LIMIT": str(SMOKE["limit"])}
+    if _epochs(epochs, smoke):
+        env |= {"BENCH_EPOCHS": str(_epochs(epochs, smoke))}
+    seconds, peak = timed([sys.executable, str(HERE / script)], env, out / "log.txt")
+    result = json.loads((out / "result.json").read_text())
+    return {"process_seconds": seconds, "peak_rss_mb": peak / 2**20, **result}
 
 
-def pipeline(preset: str, work: Path, tag: str, smoke: bool, tracking: bool) -> dict:
+def _store_env(work: Path) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+
+
+def _figure_seconds(folder: Path) -> dict[str, float]:
+    """The recorder's seconds for each figure of the job in `folder` (report_timings.json)."""
+    path = folder / "report_timings.json"
+    if not path.is_file():
+        return {}
+    return {f"figure_{k}": v for k, v in json.loads(path.read_text()).items()}
+
+
+def pipeline(
+    preset: str, work: Path, tag: str, smoke: bool, tracking: bool, epochs: int | None
+) -> dict:
     out = work / tag
     cmd = [sys.executable, "-m", "pipeline", f"experiment={preset}", f"hydra.run.dir={out}"]
     if smoke:
-        cmd += [f"trainer.epochs={SMOKE['epochs']}", f"dataset.limit={SMOKE['limit']}"]
+        cmd += [f"dataset.limit={SMOKE['limit']}"]
+    if _epochs(epochs, smoke):
+        cmd += [f"trainer.epochs={_epochs(epochs, smoke)}"]
     if not tracking:
         cmd += ["tracking.enabled=false", *REPORT_OFF]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
-    seconds = timed(cmd, env, work / f"{tag}.log")
+    seconds, peak = timed(cmd, _store_env(work), work / f"{tag}.log")
     metrics = json.loads((out / "metrics.json").read_text())
     timings = json.loads((out / "timings.json").read_text())
     return {
         "process_seconds": seconds,
+        "peak_rss_mb": peak / 2**20,
         "fit_seconds": metrics["fit_seconds"],
         "after_fit_seconds": sum(timings.get(k, 0.0) for k in AFTER_FIT),
         **{k: timings.get(k, 0.0) for k in PARTS},
         "val_accuracy": metrics.get("val_accuracy"),
         "test_accuracy": metrics["test_accuracy"],
+        **_figure_seconds(out),
+    }
+
+
+def study(work: Path, tag: str, smoke: bool, parallel: bool) -> dict:
+    """The 2x2x5-seed study at 5 epochs, one job at a time or with its parallel launcher."""
+    sweep = work / tag
+    cmd = [sys.executable, "-m", "pipeline", "-m", *STUDY, f"hydra.sweep.dir={sweep}"]
+    if smoke:
+        cmd += STUDY_SMOKE
+    if not parallel:
+        cmd += ["hydra.launcher.n_jobs=1"]  # joblib then runs the jobs in this process
+    seconds, peak = timed(cmd, _store_env(work), work / f"{tag}.log")
+    jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    fits = sum(job["fit_seconds"] for job in jobs)
+    return {
+        "process_seconds": seconds,
+        "peak_rss_mb": peak / 2**20,
+        "jobs": len(jobs),
+        "sum_fit_seconds": fits,
+        "overhead_seconds": seconds - fits,
     }
 
 
@@ -107,6 +199,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="1 epoch, 2000 images, 1 repeat")
     parser.add_argument("--only", choices=sorted(EXPERIMENTS), action="append")
+    parser.add_argument("--no-study", action="store_true", help="leave out the 20-job study")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "seed_runs.json")
     args = parser.parse_args()
     if "PIPELINE_DATA_DIR" not in os.environ:
@@ -135,20 +228,20 @@ def main() -> int:
             "-c",
             "import mlflow; mlflow.MlflowClient().search_experiments()",
         ]
-        timed(
-            pipeline_warm,
-            {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
-            work / "warm.log",
-        )
+        timed(pipeline_warm, _store_env(work), work / "warm.log")
         for name in args.only or EXPERIMENTS:
-            script, preset = EXPERIMENTS[name]
+            script, preset, epochs = EXPERIMENTS[name]
             runs: dict[str, list[dict]] = {"baseline": [], "pipeline": [], "pipeline_off": []}
             for i in range(repeats):
                 # Interleaved, so that a slow spell of the machine touches all three alike.
-                runs["baseline"].append(baseline(script, work, f"{name}-base-{i}", args.smoke))
-                runs["pipeline"].append(pipeline(preset, work, f"{name}-on-{i}", args.smoke, True))
+                runs["baseline"].append(
+                    baseline(script, work, f"{name}-base-{i}", args.smoke, epochs)
+                )
+                runs["pipeline"].append(
+                    pipeline(preset, work, f"{name}-on-{i}", args.smoke, True, epochs)
+                )
                 runs["pipeline_off"].append(
-                    pipeline(preset, work, f"{name}-off-{i}", args.smoke, False)
+                    pipeline(preset, work, f"{name}-off-{i}", args.smoke, False, epochs)
                 )
                 print(f"{name} repeat {i + 1}/{repeats} done", file=sys.stderr, flush=True)
             stats = {
@@ -180,6 +273,24 @@ def main() -> int:
                 "ratios": ratios,
                 "accuracy_gap_points": accuracy_gap,
             }
+        if not args.no_study:
+            runs = {"one_at_a_time": [], "parallel": []}
+            for i in range(repeats):
+                runs["one_at_a_time"].append(study(work, f"study-seq-{i}", args.smoke, False))
+                runs["parallel"].append(study(work, f"study-par-{i}", args.smoke, True))
+                print(f"study repeat {i + 1}/{repeats} done", file=sys.stderr, flush=True)
+            stats = {
+                kind: {k: summary(samples, k) for k in samples[0]} for kind, samples in runs.items()
+            }
+            seq, par = stats["one_at_a_time"], stats["parallel"]
+            results["study"] = {
+                "runs": runs,
+                "stats": stats,
+                # The parallel wall time over the fits of one job at a time (target <= 0.6).
+                "parallel_ratio": par["process_seconds"]["median"]
+                / seq["sum_fit_seconds"]["median"],
+                "parallel_ratio_min": par["process_seconds"]["min"] / seq["sum_fit_seconds"]["min"],
+            }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
@@ -194,7 +305,7 @@ def table(results: dict) -> str:
 
     lines = [
         f"{'experiment':<14}{'run':<14}{'fit s min/med':>16}{'process s min/med':>20}"
-        f"{'val acc':>9}{'test acc':>9}",
+        f"{'val acc':>9}{'test acc':>9}{'peak MB':>9}",
     ]
     for name, exp in results["experiments"].items():
         for kind, st in exp["stats"].items():
@@ -204,6 +315,7 @@ def table(results: dict) -> str:
                 f"{f(st['process_seconds']['min']):>10} / {f(st['process_seconds']['median']):<7}"
                 f"{f(st['val_accuracy']['median'], '.4f'):>9}"
                 f"{f(st['test_accuracy']['median'], '.4f'):>9}"
+                f"{f(st['peak_rss_mb']['median'], '.0f'):>9}"
             )
         r, gap = exp["ratios"], exp["accuracy_gap_points"]
         lines.append(
@@ -217,6 +329,32 @@ def table(results: dict) -> str:
         lines.append(
             f"{'':<14}pipeline's steps after training (medians): "
             + ", ".join(f"{k.removesuffix('_seconds')} {parts[k]['median']:.2f} s" for k in PARTS)
+        )
+        figures = [k for k in parts if k.startswith("figure_")]
+        if figures:
+            lines.append(
+                f"{'':<14}recorder's figures (medians): "
+                + ", ".join(
+                    f"{k.removeprefix('figure_')} {parts[k]['median']:.2f} s" for k in figures
+                )
+            )
+    if "study" in results:
+        st = results["study"]
+        lines.append(
+            f"\nstudy (2x2x5 seeds): {'wall s min/med':>16}{'fits s min/med':>18}"
+            f"{'wall - fits s min/med':>24}{'peak MB':>9}"
+        )
+        for kind, s in st["stats"].items():
+            lines.append(
+                f"{kind:<20}"
+                f"{f(s['process_seconds']['min']):>7} / {f(s['process_seconds']['median']):<7}"
+                f"{f(s['sum_fit_seconds']['min']):>8} / {f(s['sum_fit_seconds']['median']):<7}"
+                f"{f(s['overhead_seconds']['min']):>12} / {f(s['overhead_seconds']['median']):<9}"
+                f"{f(s['peak_rss_mb']['median'], '.0f'):>9}"
+            )
+        lines.append(
+            f"parallel wall / one-at-a-time fits: {st['parallel_ratio']:.3f} "
+            f"(minimums: {st['parallel_ratio_min']:.3f})"
         )
     return "\n".join(lines)
 

@@ -177,6 +177,12 @@ def _steps(
         (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
         rec.params({"num_params": model.count_params(), "num_replicas": replicas})
 
+        title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
+        request = {"config": vars(conf.report), "model": conf.model.name, "title": title}
+        if conf.report.samples:  # drawn by the recorder while the model trains
+            n = conf.report.num_samples
+            rec.samples(out, request, ds.train_x[:n], ds.train_y[:n], ds.class_names)
+
         # Nothing else runs in this process while the model trains: recording happens in the
         # recorder process, on the other core.
         with clock("fit"):
@@ -222,12 +228,8 @@ def _steps(
 
         with clock("report"):  # drawn by the recorder, from the arrays saved here
             save_report_inputs(out / REPORT_INPUTS, ds, history, metrics, conf.report.num_samples)
-            title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
-            request = {
-                "config": vars(conf.report),
+            request |= {
                 "weights": str(out / "weights.npz"),
-                "model": conf.model.name,
-                "title": title,
                 "settings": flatten(resolved),
                 "final": final,
             }

@@ -103,11 +103,9 @@ class MlflowSweepCallback(Callback):
         _check_sweep_values(config)
         if not OmegaConf.select(config, "tracking.enabled", default=True):
             return
-        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-        if launcher.endswith(".BasicLauncher"):
-            # The jobs run in this process, one after the other: each job's run is closed by
-            # the recorder while the next one trains, and the comparison waits for them all.
-            client.defer_closing(True)
+        # Jobs that run in this process, one after the other, leave their runs to the
+        # recorder to close while the next one trains; the comparison waits for them all.
+        client.defer_closing(True)
         self.uri = OmegaConf.select(config, "tracking.uri")
         experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(
             config, "dataset.name"

@@ -32,7 +32,7 @@ def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
     assert "ratios (medians): fit" in proc.stdout
     results = json.loads(out.read_text())
     assert results["smoke"] is True
-    assert set(results["experiments"]) == {"linear_mnist", "ann_fashion"}
+    assert set(results["experiments"]) == {"quick_look", "linear_mnist", "ann_fashion"}
     for exp in results["experiments"].values():
         assert set(exp["runs"]) == {"baseline", "pipeline", "pipeline_off"}
         for kind in exp["runs"].values():
@@ -52,6 +52,18 @@ def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
     )
     assert "pipeline's steps after training (medians): record" in proc.stdout
     assert results["import_mlflow_seconds"] > 0
+    # Each figure's time, from the recorder; each run's peak memory.
+    for figure in ("samples", "predictions", "mistakes", "weights", "html"):
+        assert linear["pipeline"][f"figure_{figure}"]["median"] > 0, figure
+    assert linear["pipeline"]["peak_rss_mb"]["median"] > 100
+    # The study, one job at a time and in parallel: every job's fit counted.
+    study = results["study"]
+    for kind in ("one_at_a_time", "parallel"):
+        (sample,) = study["runs"][kind]
+        assert sample["jobs"] == 8  # 2 models x 2 optimizers x 2 seeds in the smoke run
+        assert sample["process_seconds"] > sample["sum_fit_seconds"] > 0
+    assert study["parallel_ratio"] > 0
+    assert "parallel wall / one-at-a-time fits" in proc.stdout
 
 
 def test_smoke_gil_benchmark_times_fit_alone_and_beside_python(real_data, tmp_path):

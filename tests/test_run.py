@@ -81,6 +81,12 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
     # The same files are in the job's folder.
     assert all((job_dir / name).is_file() for name in expected)
     assert all(f"test_f1_{d}" in m for d in "0123456789")
+    # The job says where its time went: its steps, and the recorder's for each figure.
+    steps = json.loads((job_dir / "timings.json").read_text())
+    assert {"load_seconds", "fit_seconds", "recorder_seconds", "total_seconds"} <= set(steps)
+    figures = json.loads((job_dir / "report_timings.json").read_text())
+    assert set(figures) == {*FIGURES, "html"} and all(v > 0 for v in figures.values())
+    assert not (job_dir / "report_inputs.npz").exists()  # the figures' arrays, once drawn
     report = json.loads((job_dir / "classification_report.json").read_text())
     assert m["test_f1_3"] == pytest.approx(report["3"]["f1-score"])
 

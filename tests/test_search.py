@@ -11,6 +11,9 @@ from tests.helpers import free_port as closed_port
 
 
 def test_search_space_and_objective_direction():
+    from pipeline.config import register
+
+    register()  # the schema the config's defaults name, also when this test runs alone
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(
             config_name="config", overrides=["hparams_search=optuna"], return_hydra_config=True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -77,15 +78,16 @@ class _Process:
 
 _shared: _Process | None = None
 _jobs = itertools.count(1)  # each job's number, carried by the recorder's replies to it
-# Whether a finished job's run may close while the next job trains (set by the sweep for the
-# jobs of its own process; the sweep waits for the recorder before it compares them).
-_defer_close = False
+# The process whose FINISHED jobs may return before their runs are closed: a sweep's own
+# process, whose jobs run one after the other (the sweep waits for the recorder before it
+# compares them). Jobs in a parallel launcher's workers, other processes, wait as usual.
+_defer_pid: int | None = None
 
 
 def defer_closing(on: bool) -> None:
-    """Let FINISHED jobs of this process return before the recorder has closed their runs."""
-    global _defer_close
-    _defer_close = on
+    """Let FINISHED jobs of this process return while the recorder closes their runs."""
+    global _defer_pid
+    _defer_pid = os.getpid() if on else None
 
 
 def wait_for_recorder() -> None:
@@ -184,6 +186,11 @@ class RecorderClient:
         from an input example and the model's output on it."""
         self._send("model", str(saved), example_in, example_out, versions)
 
+    def samples(self, out_dir: Path, request: dict, images, labels, class_names) -> None:
+        """Draw samples.png (it needs only the data) into `out_dir` now, while the model
+        trains; `report` then logs it with the rest."""
+        self._send("samples", str(out_dir), request, images, labels, list(class_names))
+
     def report(self, inputs: Path, out_dir: Path, request: dict) -> None:
         """Draw the report from the arrays saved at `inputs` into `out_dir` and log it."""
         self._send("report", str(inputs), str(out_dir), request)
@@ -232,7 +239,7 @@ class RecorderClient:
             return
         self._send("close", self.job, status, error, dict(tags))
         self.closed = True
-        if _defer_close and status == "FINISHED" and not self._store_error:
+        if _defer_pid == os.getpid() and status == "FINISHED" and not self._store_error:
             # In a sweep, the next job trains while the recorder finishes this one's run; a
             # failure there still ends the run FAILED, and the recorder's log says why.
             return

@@ -45,6 +45,7 @@ class _Run:
         self.enabled = enabled
         self.run_id: str | None = None
         self.failure: tuple[str, str] | None = None  # (stage, error) of the recorder's own part
+        self.drawn: tuple[dict, dict] = ({}, {})  # figures drawn during training, their seconds
 
     def open(self, spec) -> str | None:
         if not self.enabled:
@@ -105,9 +106,12 @@ class _Run:
         if self.active:
             log_keras_file(Path(saved), example_in, example_out, versions)
 
+    def samples(self, out_dir: str, request: dict, images, labels, class_names) -> None:
+        self.drawn = draw_samples(Path(out_dir), request, images, labels, class_names)
+
     def report(self, inputs: str, out_dir: str, request: dict) -> None:
         try:
-            written = draw_report(Path(inputs), Path(out_dir), request)
+            written = draw_report(Path(inputs), Path(out_dir), request, self.drawn)
         finally:
             Path(inputs).unlink(missing_ok=True)  # the arrays were only for the figures
         if self.active:
@@ -146,6 +150,8 @@ def serve(conn) -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import mlflow  # noqa: F401  (now, on this core, while the trainer imports TensorFlow)
 
+    warm_up()
+
     parent_pid = os.getppid()
     run = _Run(enabled=False)
     job = None  # the number of the job whose run is open, carried by each reply to it
@@ -183,7 +189,7 @@ def serve(conn) -> None:
                 getattr(run, kind)(*args)
             except Exception as exc:
                 # The run goes on: later records are kept, and its end says what failed.
-                stage = "report" if kind == "report" else f"recording ({kind})"
+                stage = "report" if kind in ("report", "samples") else f"recording ({kind})"
                 log.error("%s failed: %s\n%s", stage, _one_line(exc), traceback.format_exc())
                 if run.failure is None:
                     run.failure = (stage, _one_line(exc))
@@ -294,46 +300,76 @@ FIGURE_SWITCHES = (
 )
 
 
-def draw_report(inputs: Path, out: Path, request: dict) -> list[Path]:
+def draw_figures(
+    switches, cfg, ds, history, metrics, weights, request: dict, out: Path
+) -> tuple[dict[str, bytes | str], dict[str, float]]:
+    """Draw the report's artifacts of `switches` (each on its own, timed) into `out/plots` and
+    `out`; return what was written by name, and the seconds of each switch."""
+    import time
+    from dataclasses import replace
+
+    from pipeline.stages.report import report
+
+    written: dict[str, bytes | str] = {}
+    seconds: dict[str, float] = {}
+    for switch in switches:
+        if not getattr(cfg, switch):
+            continue
+        began = time.perf_counter()
+        one = replace(cfg, **{s: s == switch for s in FIGURE_SWITCHES})
+        for name, item in report(
+            one, ds, history, metrics, weights, request["model"], request["title"]
+        ).items():
+            if isinstance(item, str):
+                (out / name).write_text(item)
+                written[name] = item
+            else:
+                buf = io.BytesIO()
+                item.savefig(buf, format="png", dpi=PLOT_DPI)
+                (out / "plots").mkdir(parents=True, exist_ok=True)
+                (out / "plots" / name).write_bytes(buf.getvalue())
+                written[name] = buf.getvalue()
+        seconds[switch] = time.perf_counter() - began
+    return written, seconds
+
+
+def draw_samples(out: Path, request: dict, images, labels, class_names) -> tuple[dict, dict]:
+    """samples.png, which needs only the data: drawn while the model trains."""
+    import numpy as np
+
+    from pipeline.config import ReportConfig
+    from pipeline.stages.load import Dataset
+
+    empty = np.zeros((0, *images.shape[1:]), np.uint8)
+    ds = Dataset("", images, labels, empty, np.zeros(0, np.uint8), tuple(class_names))
+    cfg = ReportConfig(**request["config"])
+    return draw_figures(["samples"], cfg, ds, None, None, {}, request, out)
+
+
+def draw_report(
+    inputs: Path, out: Path, request: dict, drawn: tuple[dict, dict] = ({}, {})
+) -> list[Path]:
     """Draw the report's figures into `out/plots` and its texts (and report.html) into `out`,
     from the arrays at `inputs`; return the text files written.
 
     Each figure is drawn and encoded on its own, and its seconds go to report_timings.json.
+    `drawn` holds what was drawn before (the samples, during training) and its seconds.
     """
     import json
     import time
-    from dataclasses import replace
 
     from pipeline.config import ReportConfig
-    from pipeline.stages.report import render_html, report
+    from pipeline.stages.report import render_html
     from pipeline.stages.results import load_report_inputs
 
     cfg = ReportConfig(**request["config"])
     ds, history, metrics = load_report_inputs(inputs)
-    written: dict[str, bytes | str] = {}
-    texts: list[Path] = []
-    seconds: dict[str, float] = {}
     with np_load(request["weights"]) as weights:
-        for switch in FIGURE_SWITCHES:
-            if not getattr(cfg, switch):
-                continue
-            began = time.perf_counter()
-            one = replace(cfg, **{s: s == switch for s in FIGURE_SWITCHES})
-            artifacts = report(
-                one, ds, history, metrics, weights, request["model"], request["title"]
-            )
-            for name, item in artifacts.items():
-                if isinstance(item, str):
-                    (out / name).write_text(item)
-                    written[name] = item
-                    texts.append(out / name)
-                else:
-                    buf = io.BytesIO()
-                    item.savefig(buf, format="png", dpi=PLOT_DPI)
-                    (out / "plots").mkdir(parents=True, exist_ok=True)
-                    (out / "plots" / name).write_bytes(buf.getvalue())
-                    written[name] = buf.getvalue()
-            seconds[switch] = time.perf_counter() - began
+        todo = [s for s in FIGURE_SWITCHES if f"{s}.png" not in drawn[0]]
+        written, seconds = draw_figures(todo, cfg, ds, history, metrics, weights, request, out)
+    written = drawn[0] | written  # the samples, drawn first, come first
+    seconds = drawn[1] | seconds
+    texts = [out / name for name, item in written.items() if isinstance(item, str)]
     if cfg.html:
         began = time.perf_counter()
         page = render_html(request["title"], request["settings"], request["final"], written)
@@ -342,6 +378,18 @@ def draw_report(inputs: Path, out: Path, request: dict) -> list[Path]:
         seconds["html"] = time.perf_counter() - began
     (out / REPORT_TIMINGS).write_text(json.dumps(seconds, indent=2) + "\n")
     return texts
+
+
+def warm_up() -> None:
+    """Import and exercise what the report draws with, while the trainer imports TensorFlow:
+    matplotlib's first figure loads its fonts."""
+    from matplotlib.figure import Figure
+
+    import pipeline.stages.report  # noqa: F401  (matplotlib, scikit-learn's displays)
+
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().set_title("warm")
+    fig.savefig(io.BytesIO(), format="png")
 
 
 @contextlib.contextmanager
