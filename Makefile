@@ -1,13 +1,20 @@
 # make run [ARGS="model=ann optimizer=adam"]   train, evaluate and record one job (or a sweep: ARGS="-m ...")
 # make test                                   lint, format check and the fast tier (in-process tests)
 # make test-all                               lint, format check and every test (what CI runs)
-# make ui                                     MLflow's UI on http://127.0.0.1:5000
+# make ui                                     MLflow's UI on http://127.0.0.1:5000 (prints each experiment's runs view)
+# make serve [MODEL=models:/mnist-classifier@champion]   the model as a REST service on 127.0.0.1:5001
+# make draw [MODEL=...]                       a page to draw a digit on, on http://127.0.0.1:8000
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 UI_PORT ?= 5000
+SERVE_PORT ?= 5001
+DRAW_PORT ?= 8000
+MODEL ?= models:/mnist-classifier@champion
+# The store `make run` records into, unless MLFLOW_TRACKING_URI says another.
+STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 PYTEST_ARGS ?=
 
 # The shared datasets beside the checkout, when present; otherwise the loader's own
@@ -16,7 +23,7 @@ ifneq ($(wildcard ../shared/datasets/mnist),)
 export PIPELINE_DATA_DIR ?= $(abspath ../shared/datasets)
 endif
 
-.PHONY: run test test-all lint ui bench clean
+.PHONY: run test test-all lint ui serve draw bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +46,15 @@ test-all: lint
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 ui: $(STAMP)
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(PY) -m pipeline.tracking.links http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+
+# `mlflow models serve` starts uvicorn from PATH: the venv's bin goes first.
+serve: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI="$(STORE)" $(VENV)/bin/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
+draw: $(STAMP)
+	MLFLOW_TRACKING_URI="$(STORE)" $(PY) -m pipeline.predict --serve "$(MODEL)" --port $(DRAW_PORT)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

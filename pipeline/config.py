@@ -184,6 +184,9 @@ class TrackingConfig:
     # default store, the server's choice otherwise.
     artifact_location: str | None = None
     log_model: bool = True
+    # Register the model in the registry (one registered model per dataset, its alias
+    # `champion` on the best version): null registers a sweep's best run and not a single run.
+    register: bool | None = None
 
 
 @dataclass

@@ -96,6 +96,38 @@ def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str
     return tags
 
 
+def dataset_inputs(conf: Config, num_train: int, num_test: int, split_at: int) -> list[dict]:
+    """The run's training, validation and test data as MLflow dataset inputs: each a slice of
+    the (limited) training or test arrays, named after it (`mnist-train[:48000]`), its digest
+    made of the files' checked SHA-256, the limit and the slice, its source the data folder."""
+    import hashlib
+
+    from pipeline.stages.load import locate
+
+    files = conf.dataset.files
+    source = str(locate(conf.dataset, files.train_images.name, files.train_images.sha256).parent)
+    slices = [("training", "train", 0, split_at), ("testing", "test", 0, num_test)]
+    if split_at < num_train:
+        slices.insert(1, ("validation", "train", split_at, num_train))
+    out = []
+    for context, part, start, stop in slices:
+        images, labels = getattr(files, f"{part}_images"), getattr(files, f"{part}_labels")
+        key = f"{images.sha256}:{labels.sha256}:{conf.dataset.limit}:{start}:{stop}"
+        where = f"{start or ''}:{stop}"
+        out.append(
+            {
+                "context": context,
+                "part": part,
+                "start": start,
+                "stop": stop,
+                "name": f"{conf.dataset.name}-{part}[{where}]",
+                "digest": hashlib.sha256(key.encode()).hexdigest()[:10],
+                "source": source,
+            }
+        )
+    return out
+
+
 def run(
     cfg: DictConfig,
     parent_run_id: str | None = None,
@@ -157,18 +189,24 @@ def _steps(
         with clock("load"):  # data problems surface here, before anything is recorded
             ds = load(conf.dataset)
             splits = preprocess(ds, conf.trainer.validation_split)
+        inputs = dataset_inputs(conf, len(ds.train_y), len(ds.test_y), len(splits.train))
+        tags = _tags(conf, overrides, resolved)
+        # The data the run is chosen by (validation, else test): a champion moves only for a
+        # run measured on the same data.
+        tags["selection_data"] = inputs[1]["digest"]
         spec = RunSpec(
             # The recorder may outlive this job's environment (it serves a whole sweep).
             tracking=replace(conf.tracking, uri=store.resolve_uri(conf.tracking.uri)),
             experiment=conf.dataset.name,
             run_name=conf.tracking.run_name,
-            tags=_tags(conf, overrides, resolved),
+            tags=tags,
             parent_run_id=parent_run_id,
             params=flatten(resolved),
         )
         with clock("build"):  # a strategy the machine cannot give fails here, unrecorded
             model, replicas = _build(conf, ds, len(splits.train))
         rec.open(spec)
+        rec.datasets(conf.dataset, inputs)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         rec.files([out / "config.yaml"])
         rec.folder(out / ".hydra", ".hydra")

@@ -79,6 +79,8 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.run_id: str | None = None
         self.uri: str | None = None
+        self.register: bool | None = None
+        self.log_model = True
         self.sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -107,6 +109,8 @@ class MlflowSweepCallback(Callback):
         # recorder to close while the next one trains; the comparison waits for them all.
         client.defer_closing(True)
         self.uri = OmegaConf.select(config, "tracking.uri")
+        self.register = OmegaConf.select(config, "tracking.register")
+        self.log_model = OmegaConf.select(config, "tracking.log_model", default=True)
         experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(
             config, "dataset.name"
         )
@@ -162,7 +166,28 @@ class MlflowSweepCallback(Callback):
             log.info("%s", verdict.sentence)
         for note in comparison.notes:
             log.info("%s", note)
+        self._register(records)
         return records
+
+    def _register(self, records: list[RunRecord]) -> None:
+        """Register the best finished child of each dataset (`tracking.register`, on unless
+        false for a sweep), and move each dataset's champion if it beats it."""
+        from pipeline.tracking import registry
+
+        if self.register is False or not self.log_model:
+            return
+        for dataset in sorted({r.tags.get("dataset", "") for r in records}):
+            best = registry.best_run([r for r in records if r.tags.get("dataset") == dataset])
+            if best is None:
+                continue
+            try:
+                message = registry.register(
+                    best.run_id, dataset, best.metrics, best.tags, best.params
+                )
+            except Exception as exc:  # the sweep and its comparison stand
+                log.warning("registering %s failed: %s: %s", best.name, type(exc).__name__, exc)
+                continue
+            log.info("%s (run %s)", message, best.name)
 
     def _log_search_result(self, path: Path, records: list[RunRecord]) -> None:
         """After a search (Optuna), give the parent the best trial's parameters and value."""

@@ -59,6 +59,24 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
     for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
         hist = client.get_metric_history(r.info.run_id, name)
         assert [m.step for m in sorted(hist, key=lambda m: m.step)] == [1, 2], name
+    # Its data as MLflow dataset inputs, named by their slice of the 2000 images kept.
+    inputs = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+        for i in r.inputs.dataset_inputs
+    }
+    assert {c: d.name for c, d in inputs.items()} == {
+        "training": "mnist-train[:1600]",
+        "validation": "mnist-train[1600:2000]",
+        "testing": "mnist-test[:2000]",
+    }
+    assert len({d.digest for d in inputs.values()}) == 3
+    assert r.data.tags["selection_data"] == inputs["validation"].digest
+    assert str(real_data) in inputs["training"].source
+    assert json.loads(inputs["validation"].profile)["targets_shape"] == [400]
+    # The experiment opens on its training runs in MLflow 3's UI.
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "mnist-classifier" not in [m.name for m in client.search_registered_models()]
+
     m = r.data.metrics
     assert 0.7 < m["test_accuracy"] <= 1.0  # chance is 0.1
     assert 0 < m["test_loss"] < 2.5
@@ -161,7 +179,7 @@ def test_multirun_makes_one_parent_and_four_named_children(
             "optimizer=sgd,adam",
             "trainer.epochs=1",
             "dataset.limit=500",
-            *QUIET,
+            SILENT,  # the models are logged: the best is registered
             *NO_REPORT,
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ]
@@ -202,6 +220,14 @@ def test_multirun_makes_one_parent_and_four_named_children(
     ]
     table = (tmp_path / "sweep" / "comparison" / "comparison.md").read_text()
     assert all(name in table for name in ("linear-sgd", "linear-adam", "ann-sgd", "ann-adam"))
+    # The sweep's best child (by validation accuracy) is registered and becomes the champion.
+    best = max(children, key=lambda c: c.data.metrics["val_accuracy"])
+    champion = client.get_model_version_by_alias("mnist-classifier", "champion")
+    assert champion.run_id == best.info.run_id
+    assert champion.tags["val_accuracy"] == f"{best.data.metrics['val_accuracy']:.6f}"
+    assert champion.tags["config_key"] == best.data.tags["config_key"]
+    assert champion.tags["selection_data"] == best.data.tags["selection_data"]
+    assert len(client.search_model_versions("name='mnist-classifier'")) == 1
 
 
 @pytest.mark.slow

@@ -169,6 +169,11 @@ class RecorderClient:
     def open(self, spec: RunSpec) -> None:
         self._send("open", spec, self.enabled, self.job)
 
+    def datasets(self, dataset_cfg: Any, inputs: list[dict]) -> None:
+        """Log the run's data as MLflow dataset inputs (see `run.dataset_inputs`); the
+        recorder reads the arrays itself, off the training process's path."""
+        self._send("datasets", dataset_cfg, inputs)
+
     def params(self, params: Mapping[str, Any]) -> None:
         self._send("params", dict(params))
 

@@ -46,12 +46,15 @@ class _Run:
         self.run_id: str | None = None
         self.failure: tuple[str, str] | None = None  # (stage, error) of the recorder's own part
         self.drawn: tuple[dict, dict] = ({}, {})  # figures drawn during training, their seconds
+        self.latest: dict[str, float] = {}  # each metric's last value
+        self.model_logged = False
 
     def open(self, spec) -> str | None:
         if not self.enabled:
             return None
         import mlflow
 
+        from pipeline.tracking.links import run_url, ui_base
         from pipeline.tracking.parents import parent_experiment_after_setup
         from pipeline.tracking.store import setup, store_ready
 
@@ -67,6 +70,9 @@ class _Run:
             parent_run_id=spec.parent_run_id,
         )
         self.run_id = run.info.run_id
+        self.name = name
+        self.spec = spec
+        self.url = run_url(ui_base(spec.tracking.uri), experiment_id, self.run_id)
         if spec.params:
             mlflow.log_params(spec.params)
         log.info("MLflow run %s (%s) in %s", self.run_id, name, mlflow.get_tracking_uri())
@@ -75,6 +81,22 @@ class _Run:
     @property
     def active(self) -> bool:
         return self.run_id is not None
+
+    def datasets(self, dataset_cfg, inputs: list[dict]) -> None:
+        if not self.active:
+            return
+        import mlflow
+
+        from pipeline.stages.load import load
+
+        ds = load(dataset_cfg)  # read once per process, as in the trainer
+        for item in inputs:
+            x = getattr(ds, f"{item['part']}_x")[item["start"] : item["stop"]]
+            y = getattr(ds, f"{item['part']}_y")[item["start"] : item["stop"]]
+            dataset = mlflow.data.from_numpy(
+                x, targets=y, source=item["source"], name=item["name"], digest=item["digest"]
+            )
+            mlflow.log_input(dataset, context=item["context"])
 
     def params(self, params: Mapping[str, Any]) -> None:
         if self.active:
@@ -87,6 +109,7 @@ class _Run:
             import mlflow
 
             mlflow.log_metrics(dict(metrics), step=step)
+            self.latest |= metrics
 
     def files(self, paths, folder: str | None = None) -> None:
         if self.active:
@@ -105,6 +128,7 @@ class _Run:
     def model(self, saved: str, example_in, example_out, versions: dict) -> None:
         if self.active:
             log_keras_file(Path(saved), example_in, example_out, versions)
+            self.model_logged = True
 
     def samples(self, out_dir: str, request: dict, images, labels, class_names) -> None:
         self.drawn = draw_samples(Path(out_dir), request, images, labels, class_names)
@@ -137,7 +161,26 @@ class _Run:
                 mlflow.set_tag("error", error[:MAX_TAG_CHARS])
         finally:
             mlflow.end_run(RunStatus.to_string(getattr(RunStatus, status)))
+        log.info("run %s %s: %s", self.name, status, self.url)
+        if status == "FINISHED" and self.spec.tracking.register and self.model_logged:
+            self._register()
         self.run_id = None
+
+    def _register(self) -> None:
+        """A single run asked to be registered (`tracking.register=true`)."""
+        from pipeline.tracking.registry import register
+
+        try:
+            message = register(
+                self.run_id,
+                self.spec.tags.get("dataset", self.spec.experiment),
+                self.latest,
+                self.spec.tags,
+                {k: str(v) for k, v in self.spec.params.items()},
+            )
+            log.info("%s", message)
+        except Exception as exc:  # the run is recorded; only its registration failed
+            log.error("registering the model failed: %s", _one_line(exc))
 
 
 def serve(conn) -> None:
@@ -148,6 +191,7 @@ def serve(conn) -> None:
     # To stdout, as Hydra's console log: stderr is for the job's one-line errors.
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("pipeline.stages").setLevel(logging.WARNING)  # the trainer says it
     import mlflow  # noqa: F401  (now, on this core, while the trainer imports TensorFlow)
 
     warm_up()
