@@ -28,6 +28,9 @@ from pipeline.errors import PipelineError, SweepAborted
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 log = logging.getLogger("pipeline")
+# MLflow's download progress bars (the comparison reads each run's predictions) are noise on a
+# terminal whose lines are the jobs' own.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 register()
 

@@ -212,6 +212,20 @@ class ReportConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Set by the `optuna` sweeper for each trial it launches: where the trial lives, so that
+    the job reports each epoch's validation accuracy to it and stops when it is pruned."""
+
+    study: str | None = None
+    storage: str | None = None  # null: the study is in the memory of the sweeping process
+    trial_id: int | None = None
+    trial_number: int | None = None
+    pruner: str = "none"
+    pruner_warmup_epochs: int = 1
+    pruner_startup_trials: int = 3
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
@@ -219,6 +233,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 42
 
 
@@ -228,6 +243,7 @@ NOT_SETTINGS = (
     "seed",
     "tracking.",
     "report.",
+    "search.",
     "dataset.path",
     "dataset.cache_dir",
     "dataset.mirrors",

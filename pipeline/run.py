@@ -69,6 +69,42 @@ class EpochsToRecorder(keras.callbacks.Callback):
         self.recorder.check()
 
 
+class ReportToTrial(keras.callbacks.Callback):
+    """Reports each epoch's validation accuracy to the Optuna trial this job is (set by the
+    `optuna` sweeper in `search.*`), and stops training when the study's pruner says so."""
+
+    def __init__(self, search) -> None:
+        super().__init__()
+        import optuna
+
+        from hydra_plugins.pipeline_optuna.sweeper import IN_MEMORY, make_pruner, make_storage
+
+        if search.storage is None:  # the sweeping process's own memory: jobs it runs itself
+            study = IN_MEMORY.get(search.study)
+            if study is None:
+                log.warning("trial %s: its study is in another process's memory, so it is not "
+                            "pruned (give hydra.sweeper.storage)", search.trial_number)  # fmt: skip
+        else:
+            study = optuna.load_study(
+                study_name=search.study,
+                storage=make_storage(search.storage),
+                pruner=make_pruner(
+                    search.pruner, search.pruner_warmup_epochs, search.pruner_startup_trials
+                ),
+            )
+        self.trial = optuna.trial.Trial(study, search.trial_id) if study is not None else None
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_accuracy")
+        if self.trial is None or value is None:
+            return
+        self.trial.report(float(value), step=epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
+
+
 @contextmanager
 def _folder(path: Path | None) -> Iterator[Path]:
     """The run's output folder, or a temporary one when the caller has none."""
@@ -163,6 +199,17 @@ def run(
         raise
 
 
+def _pruned(rec: RecorderClient, conf: Config, epoch: int) -> None:
+    """End a trial the search pruned: its run KILLED (stopped on purpose, not failed), tagged
+    with the epoch; Optuna's TrialPruned tells the sweeper."""
+    import optuna
+
+    message = f"trial {conf.search.trial_number} pruned by the search at epoch {epoch}"
+    rec.close("KILLED", message, {"pruned_at_epoch": str(epoch), "optuna_trial_state": "PRUNED"})
+    log.info("%s", message)
+    raise optuna.TrialPruned(message)
+
+
 def _interrupted(exc: BaseException) -> bool:
     """Whether an interruption is what `exc` carries, as its cause or context."""
     seen = set()
@@ -223,8 +270,13 @@ def _steps(
 
         # Nothing else runs in this process while the model trains: recording happens in the
         # recorder process, on the other core.
+        callbacks: list[keras.callbacks.Callback] = [EpochsToRecorder(rec)]
+        if conf.search.trial_id is not None:
+            callbacks.append(ReportToTrial(conf.search))
         with clock("fit"):
-            history = fit(conf.trainer, model, splits, [EpochsToRecorder(rec)])
+            history = fit(conf.trainer, model, splits, callbacks)
+        if conf.search.trial_id is not None and callbacks[-1].pruned_at is not None:
+            _pruned(rec, conf, callbacks[-1].pruned_at)
         with clock("evaluate"):
             metrics = evaluate(model, splits.test, ds.class_names)
         final = {k: v[-1] for k, v in history.metrics.items()}

@@ -117,6 +117,10 @@ class MlflowSweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         tags = {"sweep": "true", "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)}
         tags["sweeper"] = str(config.hydra.sweeper._target_).rsplit(".", 1)[-1]
+        study = OmegaConf.select(config, "hydra.sweeper.study_name")
+        if study is not None:  # a search: every process on the study has a parent run
+            tags["optuna_study"] = str(study)
+            tags["optuna_storage"] = str(OmegaConf.select(config, "hydra.sweeper.storage"))
         commit = store.git_commit()
         if commit:
             tags["git_commit"] = commit
@@ -190,34 +194,38 @@ class MlflowSweepCallback(Callback):
             log.info("%s (run %s)", message, best.name)
 
     def _log_search_result(self, path: Path, records: list[RunRecord]) -> None:
-        """After a search (Optuna), give the parent the best trial's parameters and value."""
+        """After a search (Optuna), give the parent the study's best trial, of every process
+        that shares the study: its parameters, value and number, and its run if it is one of
+        this process's; and how many trials the study holds, by state."""
         from pipeline.tracking import parents
 
         if self.run_id is None or not path.is_file():
             return
-        result = OmegaConf.load(path)
-        if "best_params" not in result:  # several objectives: no single best
+        result = OmegaConf.to_container(OmegaConf.load(path))
+        counts = {f"trials_{k}": result.get(k, 0) for k in ("complete", "pruned", "fail")}
+        if "best_params" not in result:
+            parents.log_to_run(self.run_id, metrics=counts)
             return
-        best = OmegaConf.to_container(result.best_params)
-        value = float(result.best_value)
-        tags = {}
-        # The trial whose objective, its final val_accuracy, is the best value.
-        for record in records:
-            if record.metrics.get("val_accuracy") == value:
-                tags = {"best_run_id": record.run_id, "best_run_name": record.name}
+        best, value = result["best_params"], float(result["best_value"])
+        tags = {"best_trial": str(result["best_trial"])}
+        for record in records:  # the trial's run, when this process ran it
+            if record.params.get("search.trial_number") == str(result["best_trial"]):
+                tags |= {"best_run_id": record.run_id, "best_run_name": record.name}
                 break
         parents.log_to_run(
             self.run_id,
             params={f"best.{k}": v for k, v in best.items()},
-            metrics={"best_val_accuracy": value},
+            metrics={"best_val_accuracy": value, **counts},
             tags=tags,
         )
         parents.log_files({"result": path}, self.run_id, "search")
         log.info(
-            "best of the search: %s val_accuracy=%.4f %s",
+            "best of study %s: trial %s %s val_accuracy=%.4f %s",
+            result.get("study_name"),
+            result["best_trial"],
             best,
             value,
-            tags.get("best_run_name", ""),
+            tags.get("best_run_name", "(run by another process)"),
         )
 
     def close(self, status: str) -> None:

@@ -1,15 +1,23 @@
 """Fixtures only (the helpers are in tests/helpers.py): a private MLflow store per test, tiny
-IDX data, the real datasets."""
+IDX data, the real datasets, Chromium for the browser tests."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import real_data_dir, tiny_overrides, write_tiny_dataset
+from tests.helpers import (
+    chromium_path,
+    real_data_dir,
+    require_system,
+    tiny_overrides,
+    write_tiny_dataset,
+)
 
 
 @pytest.fixture
@@ -75,3 +83,20 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_sto
     from pipeline._tf import keras
 
     keras.backend.clear_session(free_memory=False)  # gc.collect() would add ~1 s a test
+
+
+@pytest.fixture
+def chromium() -> str:
+    found = chromium_path()
+    require_system(found, "Chromium (Debian's `chromium` package)")
+    require_system(
+        importlib.util.find_spec("playwright"), "the `playwright` Python package (the dev extra)"
+    )
+    return found
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("PIPELINE_UI_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -257,6 +258,21 @@ def require_system(found: object, what: str) -> None:
     if os.environ.get("PIPELINE_REQUIRE_SYSTEM") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium: $PIPELINE_CHROMIUM if set, else /usr/bin/chromium, else `chromium`
+    or `chromium-browser` on PATH."""
+    override = os.environ.get("PIPELINE_CHROMIUM")
+    if override is not None:
+        candidates = [override]
+    else:
+        on_path = [shutil.which("chromium"), shutil.which("chromium-browser")]
+        candidates = ["/usr/bin/chromium", *on_path]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 """Data-parallel training: `trainer.strategy=mirrored|multi_worker`."""
 
 import json
+import re
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -104,6 +105,9 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(real_data, isolated_trac
     ]
     single = cli([*common, f"hydra.run.dir={tmp_path / 'single'}"], timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
+    # The job's last word says where to see its run in the UI.
+    (seen,) = [line for line in single.stdout.splitlines() if "run ann-adam FINISHED" in line]
+    assert re.search(r": http://127\.0\.0\.1:5000/#/experiments/\d+/runs/[0-9a-f]{32}$", seen)
     mirrored = cli(
         [
             *common,

@@ -10,10 +10,8 @@ temporary folder.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
-import os
 import re
 import threading
 import time
@@ -28,8 +26,7 @@ from scipy import ndimage
 
 from pipeline.draw import create_app, serve
 from pipeline.predict import Classifier
-from tests.helpers import SILENT, free_port, make_config, require_system
-from tests.test_ui import chromium_path
+from tests.helpers import SILENT, free_port, make_config
 
 DIGITS = tuple("0123456789")
 CANVAS = 280
@@ -233,23 +230,6 @@ def test_serve_prints_its_url_and_warns_off_loopback(
 
 
 # --- in Chromium, with a model trained on real MNIST -----------------------------------------
-
-
-@pytest.fixture
-def chromium() -> str:
-    found = chromium_path()
-    require_system(found, "Chromium (Debian's `chromium` package)")
-    require_system(
-        importlib.util.find_spec("playwright"), "the `playwright` Python package (the dev extra)"
-    )
-    return found
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("PIPELINE_UI_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def trained_classifier(real_data: Path) -> Classifier:

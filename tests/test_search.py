@@ -1,12 +1,23 @@
-"""Hyperparameter search with Hydra's Optuna sweeper: `hparams_search=optuna`."""
+"""Hyperparameter search with the project's Optuna sweeper: `hparams_search=optuna`."""
 
 import math
+import signal
+import time
 
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import CONF_DIR, NO_REPORT, QUIET, cli, run_main, runs_in, sweep_runs
+from tests.helpers import (
+    CONF_DIR,
+    NO_REPORT,
+    QUIET,
+    cli,
+    run_main,
+    runs_in,
+    start_pipeline,
+    sweep_runs,
+)
 from tests.helpers import free_port as closed_port
 
 
@@ -97,3 +108,155 @@ def test_sweep_against_an_unreachable_server_stops_before_any_job(tiny_data, tmp
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: MLflow tracking server {uri}")
     assert "Launching" not in out.stdout + out.stderr
+
+
+# --- Optuna 4+: shared studies, pruning, resuming ---------------------------------------------
+
+
+def search_args(tiny_data, sweep_dir, *more):
+    return [
+        "hparams_search=optuna",
+        *tiny_data,
+        "trainer.epochs=2",
+        *QUIET,
+        *NO_REPORT,
+        f"hydra.sweep.dir={sweep_dir}",
+        *more,
+    ]
+
+
+def load_study(storage: str, name: str = "mnist-ann-sgd"):
+    import optuna
+
+    from hydra_plugins.pipeline_optuna.sweeper import make_storage
+
+    return optuna.load_study(study_name=name, storage=make_storage(storage))
+
+
+def test_optuna_is_current():
+    import optuna
+
+    assert int(optuna.__version__.split(".")[0]) >= 4
+
+
+def test_a_pruner_that_must_prune_prunes(tiny_data, isolated_tracking, tmp_path):
+    from optuna.trial import TrialState
+
+    storage = f"journal:{tmp_path / 'optuna.log'}"
+    # Half the learning rates cannot learn in an epoch: once a good trial has finished, the
+    # median pruner stops the hopeless ones after their first epoch.
+    code = run_main(
+        search_args(
+            tiny_data,
+            tmp_path / "search",
+            "hydra.sweeper.n_trials=6",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.sampler=random",
+            "hydra.sweeper.pruner_startup_trials=1",
+            "hydra.sweeper.params={optimizer.learning_rate: 'choice(0.5, 0.0000001)'}",
+            "trainer.epochs=3",
+        )
+    )
+    assert code == 0
+    study = load_study(storage)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.number, t.state, t.params) for t in study.trials]
+    assert all(t.params["optimizer.learning_rate"] < 0.001 for t in pruned)
+    parent, trials = sweep_runs(isolated_tracking)
+    by_trial = {t.data.params["search.trial_number"]: t for t in trials}
+    for trial in pruned:  # recorded as stopped on purpose, not as failed
+        run = by_trial[str(trial.number)]
+        assert run.info.status == "KILLED"
+        assert run.data.tags["pruned_at_epoch"] == str(max(trial.intermediate_values))
+        assert run.data.tags["optuna_trial_state"] == "PRUNED"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_pruned"] == len(pruned)
+    assert parent.data.tags["optuna_study"] == "mnist-ann-sgd"
+
+
+@pytest.mark.cli
+def test_two_processes_share_one_study(tiny_data, isolated_tracking, tmp_path):
+    storage = f"journal:{tmp_path / 'shared' / 'optuna.log'}"
+    procs = [
+        start_pipeline(
+            search_args(
+                tiny_data, tmp_path / f"search-{k}", "hydra.sweeper.n_trials=3",
+                f"hydra.sweeper.storage={storage}",
+            )
+        )
+        for k in range(2)
+    ]  # fmt: skip
+    for proc in procs:
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+    study = load_study(storage)
+    numbers = sorted(t.number for t in study.trials)
+    assert numbers == list(range(6))  # 2 x 3 trials, each number once
+    runs = runs_in(isolated_tracking)
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    trials = [r for r in runs if r.data.tags.get("sweep") != "true"]
+    assert len(parents) == 2  # one per search process, both on the study
+    assert {p.data.tags["optuna_study"] for p in parents} == {"mnist-ann-sgd"}
+    assert sorted(int(t.data.params["search.trial_number"]) for t in trials) == numbers
+    # Each parent reports the best trial of the whole study, whichever process ran it.
+    best = study.best_trial
+    for parent in parents:
+        assert parent.data.tags["best_trial"] == str(best.number)
+        assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
+
+
+@pytest.mark.cli
+def test_a_stopped_search_resumes_its_study(tiny_data, isolated_tracking, tmp_path):
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = search_args(tiny_data, tmp_path / "first", f"hydra.sweeper.storage={storage}")
+    proc = start_pipeline([*args, "hydra.sweeper.n_trials=20", "trainer.epochs=4"])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            done = [t for t in load_study(storage).trials if t.state == TrialState.COMPLETE]
+        except Exception:  # the study is not there yet
+            done = []
+        if len(done) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()[-3000:]
+    before = load_study(storage).trials
+    kept = [t.number for t in before if t.state == TrialState.COMPLETE]
+    assert len(kept) >= 2 and len(before) < 20
+    assert all(t.state != TrialState.RUNNING for t in before)  # the stopped one is FAIL
+
+    args = search_args(tiny_data, tmp_path / "again", f"hydra.sweeper.storage={storage}")
+    assert run_main([*args, "hydra.sweeper.n_trials=2"]) == 0
+    after = load_study(storage).trials
+    assert [t.number for t in after] == list(range(len(before) + 2))
+    assert [t.number for t in after if t.state == TrialState.COMPLETE][: len(kept)] == kept
+
+
+def test_bad_storage_and_settings_are_one_line(tiny_data, isolated_tracking, tmp_path, capsys):
+    import optuna
+
+    journal = tmp_path / "optuna.log"
+    from hydra_plugins.pipeline_optuna.sweeper import make_storage
+
+    kept = optuna.create_study(
+        study_name="mnist-ann-sgd", storage=make_storage(f"journal:{journal}"), direction="minimize"
+    )
+    kept.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    cases = {
+        f"hydra.sweeper.storage=postgresql+psycopg2://nobody@127.0.0.1:{closed_port()}/x": (
+            "does not answer"
+        ),
+        "hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0 is invalid",
+        "hydra.sweeper.storage=journal:/proc/nowhere/optuna.log": "cannot be written",
+        f"hydra.sweeper.storage=journal:{journal}": "Optuna cannot change a study's direction",
+    }
+    for override, expected in cases.items():
+        code = run_main(search_args(tiny_data, tmp_path / "s", override))
+        err = capsys.readouterr().err
+        assert code == 1, (override, err)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines[-1].startswith("error: ") and expected in lines[-1], (override, err)
+    # The existing study is as it was.
+    assert [t.value for t in load_study(f"journal:{journal}").trials] == [0.5]

@@ -265,6 +265,13 @@ def test_sweep_records_through_a_server_on_postgresql(
     # MLflow 3 keeps each model as a logged model (models:/m-…, which runs:/<id>/model
     # resolves to), also behind the proxy, so also in the destination folder.
     assert len(list(mlflow_server.artifacts.rglob("model.keras"))) == len(children)
+    # The sweep's best child is the champion in the server's registry (rows in PostgreSQL).
+    best = max(children, key=lambda c: c.data.metrics["val_accuracy"])
+    champion = client.get_model_version_by_alias("mnist-classifier", "champion")
+    assert champion.run_id == best.info.run_id
+    assert champion.tags["selection_data"] == best.data.tags["selection_data"]
+    aliases = postgres.query("SELECT name, alias, version FROM registered_model_aliases")
+    assert aliases == [("mnist-classifier", "champion", int(champion.version))], aliases
     # The runs are rows in PostgreSQL, not in some fallback store.
     rows = postgres.query("SELECT run_uuid, status, experiment_id FROM runs")
     assert {r[0] for r in rows} == {r.info.run_id for r in runs}, rows

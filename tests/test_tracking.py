@@ -92,3 +92,17 @@ def test_long_run_names_and_tags_fit_the_store():
     assert len(tags["overrides"]) == store.MAX_TAG_CHARS
     assert tags["a"] == "b"
     assert store.store_ready(" short ", {})[0] == "short"
+
+
+def test_make_ui_prints_each_experiments_runs_view(isolated_tracking, capsys):
+    from pipeline.tracking import links
+
+    assert links.main(["http://127.0.0.1:5999"]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+    experiment = store.setup(TrackingConfig(uri=isolated_tracking), "mnist")
+    assert links.main(["http://127.0.0.1:5999"]) == 0
+    assert capsys.readouterr().out == (
+        f"mnist: http://127.0.0.1:5999/#/experiments/{experiment}/runs?workflowType=machine_learning\n"
+    )
+    assert links.ui_base("http://server:5000/") == "http://server:5000"
+    assert links.ui_base(isolated_tracking) == links.UI_DEFAULT

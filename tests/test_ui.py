@@ -14,10 +14,7 @@ test's temporary folder.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +23,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import QUIET, mlflow_service, require_system, run_main, sweep_runs, tail
+from tests.helpers import QUIET, mlflow_service, run_main, sweep_runs, tail
 
 pytestmark = pytest.mark.system
 
@@ -37,38 +34,6 @@ SWEEP_NAME = "sweep model=linear,ann optimizer=sgd,adam seed=1,2"
 RUN = "ann-adam-seed1"  # the child whose pages are opened
 WAIT_MS = 30_000  # every wait on the page
 START_TIMEOUT_S = 120  # the UI creates the store's missing tables on first start
-
-
-def chromium_path() -> str | None:
-    """Debian's Chromium: $PIPELINE_CHROMIUM if set, else /usr/bin/chromium, else `chromium`
-    or `chromium-browser` on PATH."""
-    override = os.environ.get("PIPELINE_CHROMIUM")
-    if override is not None:
-        candidates = [override]
-    else:
-        on_path = [shutil.which("chromium"), shutil.which("chromium-browser")]
-        candidates = ["/usr/bin/chromium", *on_path]
-    for candidate in candidates:
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-@pytest.fixture
-def chromium() -> str:
-    found = chromium_path()
-    require_system(found, "Chromium (Debian's `chromium` package)")
-    require_system(
-        importlib.util.find_spec("playwright"), "the `playwright` Python package (the dev extra)"
-    )
-    return found
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("PIPELINE_UI_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def test_sweep_is_visible_in_mlflow_ui(
@@ -138,8 +103,8 @@ def test_sweep_is_visible_in_mlflow_ui(
                 page.screenshot(path=str(shots / shot), full_page=True)
 
             # 1. The experiment's runs: the parent run, its eight children nested under it.
-            # MLflow 3 opens an experiment on its GenAI overview; workflowType=machine_learning
-            # is its "Model training" view, the runs table.
+            # `make ui` prints this address: workflowType=machine_learning is MLflow 3's
+            # "Model training" view, the runs table.
             with step("the experiment's runs table", "experiment.png"):
                 page.goto(f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
                 parent_link = page.get_by_role("link", name=parent.info.run_name, exact=True)
@@ -152,6 +117,8 @@ def test_sweep_is_visible_in_mlflow_ui(
                 first_child = page.get_by_role("link", name=CHILDREN[0], exact=True)
                 if not first_child.is_visible():
                     expander.click()
+                # The Dataset column names each run's data by its slice.
+                expect(page.get_by_text(re.compile(r"mnist-train\[:160\]")).first).to_be_visible()
                 parent_y = parent_link.bounding_box()["y"]
                 for name in CHILDREN:
                     link = page.get_by_role("link", name=name, exact=True)

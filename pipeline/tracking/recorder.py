@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,11 @@ class _Run:
         for item in inputs:
             x = getattr(ds, f"{item['part']}_x")[item["start"] : item["stop"]]
             y = getattr(ds, f"{item['part']}_y")[item["start"] : item["stop"]]
-            dataset = mlflow.data.from_numpy(
-                x, targets=y, source=item["source"], name=item["name"], digest=item["digest"]
-            )
+            with warnings.catch_warnings():  # "will assume … a LocalArtifactDatasetSource"
+                warnings.simplefilter("ignore")
+                dataset = mlflow.data.from_numpy(
+                    x, targets=y, source=item["source"], name=item["name"], digest=item["digest"]
+                )
             mlflow.log_input(dataset, context=item["context"])
 
     def params(self, params: Mapping[str, Any]) -> None:

@@ -101,11 +101,6 @@ def _artifact_location(cfg: TrackingConfig, uri: str, experiment: str) -> str | 
     return None
 
 
-# MLflow 3's UI opens an experiment on its GenAI pages ("Traces") unless the experiment says
-# it holds model training; with this tag it opens on the runs table.
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-
-
 def setup(cfg: TrackingConfig, default_experiment: str) -> str:
     """Point MLflow at the configured store and return the experiment's id, creating it if new."""
     import mlflow
@@ -120,14 +115,8 @@ def setup(cfg: TrackingConfig, default_experiment: str) -> str:
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
-            if EXPERIMENT_KIND[0] not in experiment.tags:
-                client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
             return experiment.experiment_id
-        return client.create_experiment(
-            name,
-            artifact_location=_artifact_location(cfg, uri, name),
-            tags=dict([EXPERIMENT_KIND]),
-        )
+        return client.create_experiment(name, artifact_location=_artifact_location(cfg, uri, name))
     except (mlflow.exceptions.MlflowException, SQLAlchemyError, OSError) as exc:
         created = _created_meanwhile(name)
         if created is not None:

@@ -1,0 +1,1 @@
+"""Hydra sweeper `optuna`: hyperparameter search on current Optuna (see `sweeper`)."""
