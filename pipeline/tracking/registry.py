@@ -10,6 +10,8 @@ version only when its metric beats the champion's on the same data; otherwise it
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Mapping
 
@@ -71,7 +73,15 @@ def register(
         k: f"{float(metrics[k]):.6f}" for k in ("val_accuracy", "test_accuracy") if k in metrics
     }
     version_tags |= {"selection_metric": metric, "run_id": run_id}
-    version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=version_tags)
+    # MLflow prints "Successfully registered…" and notes that runs:/ resolves to the logged
+    # model; the one line returned here says what happened.
+    quiet = logging.getLogger("mlflow")
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=version_tags)
+    finally:
+        quiet.setLevel(level)
     try:
         champion = client.get_model_version_by_alias(name, ALIAS)
     except MlflowException:
