@@ -122,7 +122,11 @@ def exit_now(code: int | str | None) -> None:
     recorder and any open parent run) and the logs are done: tearing TensorFlow's modules
     down one by one would add most of a second to every command."""
     import atexit
+    import threading
 
+    # As the interpreter's own exit does: threads' exit hooks first (a parallel launcher's
+    # worker pool shuts down there; skipped, it would wait out its idle timeout), then atexit.
+    threading._shutdown()
     atexit._run_exitfuncs()
     logging.shutdown()
     if isinstance(code, str):
