@@ -3,6 +3,7 @@
 
     python benchmarks/seed_runs.py                 # 3 repeats of everything, about 25 minutes here
     python benchmarks/seed_runs.py --only quick_look --no-study
+    python benchmarks/seed_runs.py --study-only
     python benchmarks/seed_runs.py --smoke         # 1 epoch, 2000 images: keeps the script
                                                    # working; its figures mean nothing
 
@@ -200,6 +201,9 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="1 epoch, 2000 images, 1 repeat")
     parser.add_argument("--only", choices=sorted(EXPERIMENTS), action="append")
     parser.add_argument("--no-study", action="store_true", help="leave out the 20-job study")
+    parser.add_argument(
+        "--study-only", action="store_true", help="only the 20-job study (no experiments)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "seed_runs.json")
     args = parser.parse_args()
     if "PIPELINE_DATA_DIR" not in os.environ:
@@ -229,7 +233,7 @@ def main() -> int:
             "import mlflow; mlflow.MlflowClient().search_experiments()",
         ]
         timed(pipeline_warm, _store_env(work), work / "warm.log")
-        for name in args.only or EXPERIMENTS:
+        for name in [] if args.study_only else args.only or EXPERIMENTS:
             script, preset, epochs = EXPERIMENTS[name]
             runs: dict[str, list[dict]] = {"baseline": [], "pipeline": [], "pipeline_off": []}
             for i in range(repeats):
