@@ -6,6 +6,8 @@ errors, Ctrl-C and SIGTERM. The rest run in this process."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -437,6 +439,28 @@ def test_parallel_sweep_records_every_job(tiny_data, isolated_tracking, tmp_path
     assert len(children) == 8
     assert {r.data.params["seed"] for r in children} == {str(i) for i in range(1, 9)}
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+@pytest.mark.cli
+def test_two_processes_can_open_a_new_store_at_once(tiny_data, tmp_path):
+    # Both would create the new store's tables; one used to fail half-way through.
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *tiny_data, "trainer.epochs=1", *QUIET,
+             *NO_REPORT, f"hydra.run.dir={tmp_path / f'job{k}'}"],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(2)
+    ]  # fmt: skip
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    runs = runs_in(uri)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 # --- security -----------------------------------------------------------------------------

@@ -174,9 +174,12 @@ class OptunaSweeper(Sweeper):
     def _sampler(self):
         import optuna
 
+        # A shared study's processes would propose the same trials from the same seed: there
+        # each process draws its own.
+        seed = self.conf.seed if self.conf.storage is None else None
         if self.conf.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=self.conf.seed)
-        return optuna.samplers.TPESampler(seed=self.conf.seed)
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed)
 
     def _space(self, arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
         """The search space (params and sweep overrides) and the fixed overrides."""
@@ -322,7 +325,6 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(result), sweep_dir / RESULT_FILE)
-        log.info("best of study %r: %s", study.study_name, result.get("best_value"))
 
 
 def _value(v: Any) -> str:

@@ -6,13 +6,15 @@ Importing this module does not import MLflow (the training process checks the st
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from pipeline.config import TrackingConfig
@@ -111,18 +113,37 @@ def setup(cfg: TrackingConfig, default_experiment: str) -> str:
     check_store(uri)
     mlflow.set_tracking_uri(connect_uri(uri))
     name = cfg.experiment or default_experiment
+    # Two processes opening a new SQLite store at once would both create its tables, and one
+    # fails half-way ("table … already exists", "No such index"): they take turns.
+    with _sqlite_turn(uri):
+        try:
+            client = MlflowClient()
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            location = _artifact_location(cfg, uri, name)
+            return client.create_experiment(name, artifact_location=location)
+        except (mlflow.exceptions.MlflowException, SQLAlchemyError, OSError) as exc:
+            created = _created_meanwhile(name)
+            if created is not None:
+                return created
+            message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+            raise TrackingError(f"tracking store {uri} (tracking.uri): {message}") from exc
+
+
+@contextlib.contextmanager
+def _sqlite_turn(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on the SQLite store's folder (none for other stores)."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    fd = os.open(db.parent, os.O_RDONLY)
     try:
-        client = MlflowClient()
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=_artifact_location(cfg, uri, name))
-    except (mlflow.exceptions.MlflowException, SQLAlchemyError, OSError) as exc:
-        created = _created_meanwhile(name)
-        if created is not None:
-            return created
-        message = getattr(exc, "message", None) or str(exc).splitlines()[0]
-        raise TrackingError(f"tracking store {uri} (tracking.uri): {message}") from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # which releases the lock
 
 
 def _created_meanwhile(name: str) -> str | None:
