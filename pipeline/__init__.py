@@ -6,3 +6,22 @@ import os
 # say nothing a user can act on; set before TensorFlow is first imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def use_store(uri: str | None = None) -> str:
+    """Point MLflow at the pipeline's store, from any working directory, and return its URI.
+
+    `uri` if given, else $MLFLOW_TRACKING_URI, else the project's `sqlite:///<project>/mlflow.db`
+    (MLflow's own default would be a new, empty `./mlflow.db` wherever Python runs):
+
+        import mlflow, pipeline
+        pipeline.use_store()
+        model = mlflow.keras.load_model("models:/mnist-classifier@champion")
+    """
+    import mlflow
+
+    from pipeline.tracking.store import connect_uri, resolve_uri
+
+    uri = resolve_uri(uri)
+    mlflow.set_tracking_uri(connect_uri(uri))
+    return uri

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,10 +23,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import interrupts
-from pipeline.config import register, to_config
+from pipeline.config import CLOSE_ENOUGH, CONF_DIR, known_keys, register, to_config
 from pipeline.errors import PipelineError, SweepAborted
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 log = logging.getLogger("pipeline")
 # MLflow's download progress bars (the comparison reads each run's predictions) are noise on a
@@ -51,8 +50,30 @@ def main(cfg: DictConfig) -> float:
         # In a sweep the other jobs go on; Hydra reports the failed ones when all are done.
         if HydraConfig.get().mode == RunMode.MULTIRUN or _full_error():
             raise
+        _drop_unused_folder()
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
+
+
+def _drop_unused_folder() -> None:
+    """A job stopped by a mistake before it wrote anything leaves no folder: its output folder
+    goes if it holds only what Hydra put there (`.hydra/` and the log), and so do the folders
+    above it that this empties (`outputs/<date>/`), up to the working directory."""
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir).resolve()
+    if not out.is_dir() or any(
+        p.name not in (".hydra", f"{hc.job.name}.log") for p in out.iterdir()
+    ):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for folder in out.parents:
+        if cwd not in folder.parents:
+            break
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def _full_error() -> bool:
@@ -81,7 +102,32 @@ def one_line(exc: BaseException) -> str:
     if options:
         idx = next(i for i, p in enumerate(parts) if p.startswith("Available options"))
         parts[idx] = f"{parts[idx]} {', '.join(options)}"
-    return "; ".join(parts)
+    message = "; ".join(parts)
+    guess = did_you_mean(message)
+    return f"{message}; did you mean {guess}?" if guess else message
+
+
+def did_you_mean(message: str) -> str | None:
+    """The option or key closest to a misspelled one in Hydra's message, if one is close:
+    `model=linear` for "Could not find 'model/lineer'", `trainer.epochs` for "Could not
+    override 'trainer.epoch'"."""
+    import difflib
+    import re
+
+    found = re.search(
+        r"Could not find '([\w/]+)/([^']+)'.*?Available options in '[^']+': ([^;]+)", message
+    )
+    if found:
+        group, wrong, options = found.groups()
+        choices = [o.strip() for o in options.split(",")]
+        close = difflib.get_close_matches(wrong, choices, n=1, cutoff=CLOSE_ENOUGH)
+        return f"{group}={close[0]}" if close else None
+    found = re.search(r"Could not (?:override|delete from config\.) '([^']+)'", message)
+    if found and not found.group(1).startswith("hydra."):
+        keys = known_keys() + [p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()]
+        close = difflib.get_close_matches(found.group(1), keys, n=1, cutoff=CLOSE_ENOUGH)
+        return close[0] if close else None
+    return None
 
 
 def cli() -> None:
@@ -96,6 +142,9 @@ def cli() -> None:
     interrupts.install()
     try:
         main()
+    except BrokenPipeError:  # `python -m pipeline --help | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except KeyboardInterrupt:
         close_open_parents("KILLED")
         sys.stderr.write("interrupted\n")

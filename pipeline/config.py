@@ -7,11 +7,15 @@ these dataclasses, so a bad value fails before any data is read.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -21,7 +25,13 @@ from pipeline.errors import ConfigError
 
 MODELS = ("linear", "ann")
 OPTIMIZERS = ("sgd", "adam")
+# The config folder (`conf/`): config.yaml and one folder per group.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# A TensorFlow device name: /cpu:0, /gpu:1, /device:GPU:0, /job:worker/replica:0/task:0/gpu:0.
+DEVICE_NAME = re.compile(
+    r"/?(job:[\w-]+/)?(replica:\d+/)?(task:\d+/)?(device:)?(cpu|gpu|tpu):\d+", re.IGNORECASE
+)
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -169,6 +179,19 @@ class TrainerConfig:
             "under a tf.distribute strategy)",
         )
         _require(self.cpu_devices >= 1, "trainer.cpu_devices", self.cpu_devices, "an integer >= 1")
+        for device in self.devices:
+            _require(
+                bool(DEVICE_NAME.fullmatch(str(device))),
+                "trainer.devices",
+                list(self.devices),
+                "device names such as /cpu:0 or /gpu:1",
+            )
+        _require(
+            not self.devices or self.strategy == "mirrored",
+            "trainer.devices",
+            list(self.devices),
+            "empty unless trainer.strategy=mirrored (only it places the model on devices)",
+        )
 
 
 @dataclass
@@ -279,6 +302,54 @@ def settings(flat: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+# How alike a misspelled key or option and a real one must be (difflib's ratio) to be offered:
+# `lineer` -> `linear` (0.83), but not `cnn` -> `ann` (0.67).
+CLOSE_ENOUGH = 0.7
+
+# Short forms of the keys most often overridden, for run names.
+SHORT_KEYS = {
+    "optimizer.learning_rate": "lr",
+    "trainer.batch_size": "bs",
+    "trainer.validation_split": "val",
+    "model.hidden_units": "hidden",
+}
+# Config groups whose choice is not in a run's name: model and optimizer are its first words,
+# the dataset is its experiment, and the others are presets or places.
+UNNAMED_GROUPS = ("model", "optimizer", "dataset", "experiment", "tracking", "hparams_search")
+# Keys whose values would only lengthen a name: Hydra's own, and the data files' names and
+# digests (a run's dataset inputs show its data).
+UNNAMED_PREFIXES = ("hydra", "dataset.files.", "dataset.dirname")
+MAX_NAME_CHARS = 60
+
+
+def run_name(base: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """`base` followed by the overrides that set the run apart, in short form, e.g.
+    `linear-sgd lr=0.1 bs=128 seed=3`: every `key=value` that changes what is learnt (or the
+    seed), not group choices in the name already, nor paths, tracking or report settings.
+    Capped at MAX_NAME_CHARS; the run's `overrides` tag keeps them all."""
+    words, seed = [base], []
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or key.startswith(UNNAMED_PREFIXES) or key in UNNAMED_GROUPS:
+            continue
+        word = f"{SHORT_KEYS.get(key, key.rsplit('.', 1)[-1])}={_short_value(value)}"
+        if key == "seed":
+            seed = [word]  # last: runs of one configuration differ there
+        elif settings({key: value}):
+            words.append(word)
+    name = " ".join(words + seed)
+    return name if len(name) <= MAX_NAME_CHARS else name[: MAX_NAME_CHARS - 1] + "…"
+
+
+def _short_value(value: str) -> str:
+    """0.012345678 -> 0.0123 (a search's floats); anything else as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.3g}" if "." in value and len(value) > 6 else value
+
+
 def config_key(flat: Mapping[str, Any]) -> str:
     """One key for all runs that differ only in seed (or in NOT_SETTINGS), e.g.
     `ann-adam-mnist-1f3e9a0c`: readable first, then a digest of every setting."""
@@ -312,3 +383,34 @@ def to_config(cfg: DictConfig) -> Config:
     if not isinstance(obj, Config):
         raise ConfigError("the composed config does not follow the Config schema")
     return obj
+
+
+def known_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every key of the schema and of its sections: `trainer`, `trainer.epochs`, …"""
+    keys: list[str] = []
+    for name, hint in get_type_hints(schema).items():
+        keys.append(f"{prefix}{name}")
+        if dataclasses.is_dataclass(hint):
+            keys += known_keys(hint, f"{prefix}{name}.")
+    return keys
+
+
+def check_choices(choices: Mapping[str, Any], conf_dir: str | Path) -> None:
+    """An option of an optional group (`experiment=…`, `hparams_search=…`) that has no file:
+    Hydra would go on without it, silently.
+
+    Raises:
+        ConfigError: names the option, those there are, and the closest.
+    """
+    for group, option in choices.items():
+        folder = Path(conf_dir) / str(group)
+        if option is None or "/" in str(group) or not folder.is_dir():
+            continue
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        if str(option) not in options:
+            close = difflib.get_close_matches(str(option), options, n=1, cutoff=CLOSE_ENOUGH)
+            guess = f"; did you mean {group}={close[0]}?" if close else ""
+            raise ConfigError(
+                f"{group}={option} does not exist; options in '{group}': "
+                f"{', '.join(options)}{guess}"
+            )

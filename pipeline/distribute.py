@@ -32,28 +32,23 @@ def split_cpu(cfg: TrainerConfig) -> None:
             )
 
 
-def strategy(cfg: TrainerConfig) -> tf.distribute.Strategy:
-    """The tf.distribute strategy to build and train the model under.
+def check(cfg: TrainerConfig) -> None:
+    """Fail now, before any data is read, if the strategy cannot be had here.
 
     Raises:
         ConfigError: a listed device does not exist, TF_CONFIG is not valid JSON, or it lists
             more than one worker (which Keras 3 cannot train across).
     """
-    if cfg.strategy == "mirrored":
-        if cfg.devices:
-            known = {d.name.lower() for d in tf.config.list_logical_devices()}
-            for device in cfg.devices:
-                name = device.lower().removeprefix("/")
-                if not any(k.endswith(name) for k in known):
-                    raise ConfigError(
-                        f"trainer.devices: no device {device!r} here; there are "
-                        f"{', '.join(sorted(known))}"
-                    )
-        devices = list(cfg.devices) or None
-        if devices is None and not tf.config.list_logical_devices("GPU") and cfg.cpu_devices > 1:
-            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        chosen = tf.distribute.MirroredStrategy(devices=devices)
-    elif cfg.strategy == "multi_worker":
+    if cfg.strategy == "mirrored" and cfg.devices:
+        known = {d.name.lower() for d in tf.config.list_logical_devices()}
+        for device in cfg.devices:
+            name = device.lower().removeprefix("/")
+            if not any(k.endswith(name) for k in known):
+                raise ConfigError(
+                    f"trainer.devices: no device {device!r} here; there are "
+                    f"{', '.join(sorted(known))}"
+                )
+    if cfg.strategy == "multi_worker":
         cluster = _tf_config().get("cluster") or {}
         workers = sum(len(cluster.get(kind) or ()) for kind in ("chief", "worker"))
         if workers > 1:
@@ -62,6 +57,17 @@ def strategy(cfg: TrainerConfig) -> tf.distribute.Strategy:
                 f"{keras.__version__}'s model.fit fails across workers (keras-team/keras#20585); "
                 "use trainer.strategy=mirrored on one machine"
             )
+
+
+def strategy(cfg: TrainerConfig) -> tf.distribute.Strategy:
+    """The tf.distribute strategy to build and train the model under (raises as `check`)."""
+    check(cfg)
+    if cfg.strategy == "mirrored":
+        devices = list(cfg.devices) or None
+        if devices is None and not tf.config.list_logical_devices("GPU") and cfg.cpu_devices > 1:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        chosen = tf.distribute.MirroredStrategy(devices=devices)
+    elif cfg.strategy == "multi_worker":
         chosen = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         return tf.distribute.get_strategy()

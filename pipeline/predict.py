@@ -95,13 +95,12 @@ def load_classifier(model: str) -> Classifier:
     import mlflow
 
     import pipeline._tf  # noqa: F401  (TensorFlow without its start-up chatter)
-    from pipeline.tracking.store import connect_uri, resolve_uri
+    from pipeline import use_store
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per error
     uri = model_uri(model)
-    store = resolve_uri(None)
-    mlflow.set_tracking_uri(connect_uri(store))
+    store = use_store()
     try:
         run_id = _run_id(uri)
         keras_model = mlflow.keras.load_model(uri)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import distribute
 from pipeline._tf import keras, tf
-from pipeline.config import Config, config_key, flatten, to_config
+from pipeline.config import Config, config_key, flatten, run_name, to_config
 from pipeline.stages.build import build, named_weights
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fit import fit, set_threads, steps_per_execution
@@ -233,6 +233,10 @@ def _steps(
     clock = Stopwatch()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with _folder(output_dir) as out:
+        with clock("build"):  # a strategy the machine cannot give fails now, before the data
+            set_threads(conf.trainer)
+            distribute.split_cpu(conf.trainer)
+            distribute.check(conf.trainer)
         with clock("load"):  # data problems surface here, before anything is recorded
             ds = load(conf.dataset)
             splits = preprocess(ds, conf.trainer.validation_split)
@@ -339,8 +343,6 @@ def _steps(
 
 def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
     """The compiled model, seeded and placed under the configured strategy; its replica count."""
-    set_threads(conf.trainer)
-    distribute.split_cpu(conf.trainer)
     # Keras' global state from an earlier job in this process (a sweep) goes; a full garbage
     # collection on top would cost about a second a job with TensorFlow loaded.
     keras.backend.clear_session(free_memory=False)
@@ -368,9 +370,9 @@ def run_from_hydra(cfg: DictConfig) -> float:
     if hc.mode == RunMode.MULTIRUN:
         marker = Path(hc.sweep.dir) / PARENT_RUN_FILE
         parent = marker.read_text().strip() if marker.is_file() else None
-        # Runs of a sweep over seeds are told apart by their seed (`ann-adam-seed3`).
-        if any(o.split("=", 1)[0].lstrip("+~") == "seed" for o in hc.overrides.task):
-            cfg.tracking.run_name = f"{cfg.tracking.run_name}-seed{cfg.seed}"
+    # Runs are told apart by what was overridden (`linear-sgd lr=0.1 seed=3`), unless named.
+    if not any(o.lstrip("+~").startswith("tracking.run_name=") for o in hc.overrides.task):
+        cfg.tracking.run_name = run_name(cfg.tracking.run_name, list(hc.overrides.task))
     return run(
         cfg,
         parent_run_id=parent,

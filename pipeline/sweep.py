@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pipeline.errors import ConfigError, PipelineError, SweepAborted, TrackingError
 from pipeline.tracking import client
@@ -31,6 +32,22 @@ def close_open_parents(status: str) -> None:
 # The file in the sweep folder holding the parent run's id, read by every job of the sweep.
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 SEARCH_RESULT_FILE = "optimization_results.yaml"
+
+
+def check_job_config(config: DictConfig) -> None:
+    """The job's config (Hydra's node aside) checked as the job will check it, and its groups'
+    options checked to exist (Hydra skips a missing option of an optional group).
+
+    Raises:
+        ConfigError: names the key or option at fault.
+    """
+    from pipeline.config import CONF_DIR, check_choices, to_config
+
+    check_choices(OmegaConf.select(config, "hydra.runtime.choices") or {}, CONF_DIR)
+    job = copy.deepcopy(config)
+    with read_write(job), open_dict(job):
+        job.pop("hydra", None)
+    to_config(job)
 
 
 def _check_search(config: DictConfig) -> None:
@@ -83,6 +100,13 @@ class MlflowSweepCallback(Callback):
         self.log_model = True
         self.sweep_dir: Path | None = None
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A mistake in the config stops a single job before Hydra makes its output folder.
+        try:
+            check_job_config(config)
+        except PipelineError as exc:
+            raise SweepAborted(exc) from exc
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A bad setting or an unreachable store stops the sweep before its first job.
         try:
@@ -101,6 +125,7 @@ class MlflowSweepCallback(Callback):
         from pipeline.tracking import parents, store
 
         sweep_dir = self.sweep_dir = Path(config.hydra.sweep.dir)
+        check_job_config(config)  # the settings every job shares
         _check_search(config)
         _check_sweep_values(config)
         if not OmegaConf.select(config, "tracking.enabled", default=True):

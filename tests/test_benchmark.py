@@ -30,6 +30,8 @@ def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
     out = tmp_path / "seed_runs.json"
     proc = _smoke("seed_runs.py", out, real_data, timeout=900)
     assert "ratios (medians): fit" in proc.stdout
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("SMOKE RUN") and lines[-1].startswith("SMOKE RUN")
     results = json.loads(out.read_text())
     assert results["smoke"] is True
     assert set(results["experiments"]) == {"quick_look", "linear_mnist", "ann_fashion"}
@@ -70,6 +72,9 @@ def test_smoke_gil_benchmark_times_fit_alone_and_beside_python(real_data, tmp_pa
     out = tmp_path / "gil.json"
     proc = _smoke("gil.py", out, real_data, timeout=300)
     assert "a Python thread" in proc.stdout
+    # A smoke run's figures are said to mean nothing, first and last.
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("SMOKE RUN") and lines[-1].startswith("SMOKE RUN")
     results = json.loads(out.read_text())
     assert results["images"] == 2000 and results["epochs"] == 1
     assert set(results["fit_seconds"]) == {"nothing", "thread", "process"}

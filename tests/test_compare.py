@@ -209,9 +209,11 @@ def test_a_study_on_tiny_data_read_back_from_its_parent(tiny_data, isolated_trac
     assert code == 0
     parent, children = sweep_runs(isolated_tracking)
     names = [c.info.run_name for c in children]
-    assert names == ["ann-sgd-seed1", "ann-sgd-seed2", "linear-sgd-seed1", "linear-sgd-seed2"]
-    keys = {c.info.run_name: c.data.tags["config_key"] for c in children}
-    assert keys["ann-sgd-seed1"] == keys["ann-sgd-seed2"] != keys["linear-sgd-seed1"]
+    # named by model, optimizer and what was overridden (the data's path is not a setting)
+    assert names == [f"{c} epochs=2 seed={s}" for c in ("ann-sgd", "linear-sgd") for s in (1, 2)]
+    keys = {c.info.run_name.split()[0] + c.info.run_name[-1]: c.data.tags["config_key"]
+            for c in children}  # fmt: skip
+    assert keys["ann-sgd1"] == keys["ann-sgd2"] != keys["linear-sgd1"]
     client = MlflowClient(isolated_tracking)
     files = {p.split("/")[-1] for p in artifact_paths(client, parent.info.run_id, "comparison")}
     assert files == {

@@ -171,3 +171,98 @@ def test_cfg_job_does_not_import_tensorflow_or_mlflow():
     assert "tensorflow" not in imported
     assert "mlflow" not in imported
     assert "keras" not in imported
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ([], "linear-sgd"),
+        (["model=ann", "optimizer=adam", "dataset=fashion_mnist"], "linear-sgd"),
+        (["optimizer.learning_rate=0.1", "trainer.batch_size=128"], "linear-sgd lr=0.1 bs=128"),
+        (["seed=3", "trainer.epochs=5"], "linear-sgd epochs=5 seed=3"),
+        (["dataset.files.train_images.sha256=ab12", "dataset.limit=500"], "linear-sgd limit=500"),
+        (["model.hidden_units=64", "trainer.validation_split=0"], "linear-sgd hidden=64 val=0"),
+        (["optimizer.learning_rate=0.012345678"], "linear-sgd lr=0.0123"),  # a search's floats
+        # what does not change what is learnt stays out of the name (it is in the tag)
+        (["tracking.uri=sqlite:////x.db", "report.html=false", "trainer.verbose=0"], "linear-sgd"),
+        (["experiment=study", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "linear-sgd"),
+    ],
+)
+def test_run_names_show_the_overrides_that_set_a_run_apart(overrides, name):
+    from pipeline.config import run_name
+
+    assert run_name("linear-sgd", overrides) == name
+
+
+def test_long_run_names_are_capped_readably():
+    from pipeline.config import MAX_NAME_CHARS, run_name
+
+    name = run_name("ann-adam", [f"dataset.limit={n}" for n in range(1000, 1030)])
+    assert len(name) == MAX_NAME_CHARS and name.endswith("…")
+    assert name.startswith("ann-adam limit=1000 limit=1001")
+
+
+@pytest.mark.parametrize(
+    ("message", "guess"),
+    [
+        (
+            "Could not override 'trainer.epoch'; Key 'epoch' not in 'TrainerConfig'",
+            "trainer.epochs",
+        ),
+        ("Could not override 'optimizer.learning_rat'; Key …", "optimizer.learning_rate"),
+        ("Could not override 'modle'; Key 'modle' not in 'Config'", "model"),
+        ("Could not delete from config. 'trainer.bach_size' does not exist", "trainer.batch_size"),
+        (
+            "In 'config': Could not find 'model/lineer'; Available options in 'model': ann, linear",
+            "model=linear",
+        ),
+        ("Could not override 'completely_else'; Key …", None),
+        (
+            "In 'config': Could not find 'model/cnn'; Available options in 'model': ann, linear",
+            None,
+        ),
+    ],
+)
+def test_a_misspelled_key_or_option_gets_a_did_you_mean(message, guess):
+    from pipeline.__main__ import did_you_mean
+
+    assert did_you_mean(message) == guess
+
+
+def test_known_keys_are_the_schemas():
+    from pipeline.config import known_keys
+
+    keys = known_keys()
+    assert {"trainer", "trainer.epochs", "optimizer.learning_rate", "model.hidden_units"} <= set(
+        keys
+    )
+    assert "dataset.files.train_images.sha256" in keys
+
+
+def test_an_option_of_an_optional_group_must_exist():
+    from pipeline.config import CONF_DIR, check_choices
+
+    check_choices({"experiment": "study", "hparams_search": None, "hydra/launcher": "x"}, CONF_DIR)
+    with pytest.raises(ConfigError, match=r"experiment=studdy does not exist.*experiment=study\?"):
+        check_choices({"experiment": "studdy"}, CONF_DIR)
+
+
+@pytest.mark.cli
+def test_help_says_what_the_tool_does_without_tensorflow():
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline", "--help"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    head = out.stdout.splitlines()[:12]
+    assert head[0].startswith("python -m pipeline")
+    assert "powered by Hydra" not in out.stdout
+    assert any("Trains a linear softmax classifier or an ANN" in line for line in head)
+    for command in ("model=ann optimizer=adam", "experiment=study"):
+        assert any(command in line for line in head), command
+    assert "model: ann, linear" in out.stdout  # the groups and the config follow
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "tensorflow" not in imported and "mlflow" not in imported

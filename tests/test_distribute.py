@@ -106,7 +106,8 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(real_data, isolated_trac
     single = cli([*common, f"hydra.run.dir={tmp_path / 'single'}"], timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     # The job's last word says where to see its run in the UI.
-    (seen,) = [line for line in single.stdout.splitlines() if "run ann-adam FINISHED" in line]
+    name = "ann-adam limit=10000 epochs=3"  # named by what the command overrides
+    (seen,) = [line for line in single.stdout.splitlines() if f"run {name} FINISHED" in line]
     assert re.search(r": http://127\.0\.0\.1:5000/#/experiments/\d+/runs/[0-9a-f]{32}$", seen)
     mirrored = cli(
         [
@@ -122,8 +123,8 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(real_data, isolated_trac
     assert "MirroredStrategy over 2 replicas" in mirrored.stderr + mirrored.stdout
 
     runs = {r.info.run_name: r for r in runs_in(isolated_tracking)}
-    assert set(runs) == {"ann-adam", "mirrored"}
-    one, two = runs["ann-adam"], runs["mirrored"]
+    assert set(runs) == {name, "mirrored"}
+    one, two = runs[name], runs["mirrored"]
     assert one.data.params["num_replicas"] == "1"
     assert two.data.params["num_replicas"] == "2"
     # Each epoch's metrics are logged once, not once per replica.

@@ -32,7 +32,7 @@ def test_submitit_jobs_in_other_processes_find_the_parent(tiny_data, isolated_tr
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     parent, children = sweep_runs(isolated_tracking)
     assert parent.info.status == "FINISHED"
-    assert [r.info.run_name for r in children] == ["ann-sgd", "linear-sgd"]
+    assert [r.info.run_name for r in children] == ["ann-sgd epochs=1", "linear-sgd epochs=1"]
     assert all(r.info.status == "FINISHED" for r in children)
     # Submitit's own record of each job: they ran outside the launching process.
     assert list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))
@@ -77,6 +77,6 @@ def test_ray_jobs_on_a_running_cluster_find_the_parent(tiny_data, isolated_track
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     parent, children = sweep_runs(isolated_tracking)
     assert parent.info.status == "FINISHED"
-    assert [r.info.run_name for r in children] == ["ann-sgd", "linear-sgd"]
+    assert [r.info.run_name for r in children] == ["ann-sgd epochs=1", "linear-sgd epochs=1"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert "Connected to Ray cluster" in out.stdout + out.stderr

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -208,6 +209,81 @@ def test_a_folder_a_run_id_and_the_figure(store, drawn_files, capsys, tmp_path):
     assert all(line.count("%") == 3 for line in lines)
     figure = Image.open(out_dir / "predictions.png")
     assert figure.size[1] > figure.size[0]  # one row (image, bars) per image
+
+
+def test_examples_give_a_newcomer_images_the_champion_reads(
+    store, real_data, capsys, tmp_path, monkeypatch
+):
+    from pipeline.examples import main as examples_main
+
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(real_data))
+    folder = tmp_path / "my-digits"
+    assert examples_main([str(folder)]) == 0
+    files = sorted(folder.glob("*.png"))
+    assert [f.name.split("-")[1] for f in files] == [f"{c}.png" for c in range(10)]  # one a class
+    assert Image.open(files[0]).size == (112, 112)
+    assert np.asarray(Image.open(files[0]))[0, 0] == 255  # white paper, dark ink
+    capsys.readouterr()
+    code, out, _ = predict_main([CHAMPION, str(folder), "--json"], capsys)
+    assert code == 0
+    answers = [json.loads(line) for line in out.splitlines()]
+    right = sum(a["top"][0][0] == Path(a["image"]).stem.split("-")[1] for a in answers)
+    assert len(answers) == 10 and right >= 9, answers
+    assert examples_main([str(tmp_path / "x"), "--dataset", "fashion_mnist", "--count", "3"]) == 0
+    assert len(list((tmp_path / "x").glob("*.png"))) == 3
+
+
+def python_snippets() -> list[tuple[str, str]]:
+    """(where, code) of every ```python block in the README and docs/."""
+    import re
+
+    docs = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
+    return [
+        (f"{path.name}#{n}", code)
+        for path in docs
+        for n, code in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S))
+    ]
+
+
+def test_the_docs_python_snippets_run_from_another_folder(store, tmp_path):
+    """Each snippet as a reader pastes it, in a folder of their own (where MLflow's default
+    store would be a new, empty ./mlflow.db), `<run id>` being the champion's run."""
+    from mlflow import MlflowClient
+
+    snippets = python_snippets()
+    assert any("load_model" in code for _, code in snippets)
+    run_id = MlflowClient().get_model_version_by_alias("mnist-classifier", "champion").run_id
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for where, code in snippets:
+        out = subprocess.run(
+            [sys.executable, "-c", code.replace("<run id>", run_id)],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "MLFLOW_TRACKING_URI": store},
+        )
+        assert out.returncode == 0, f"{where}: {out.stderr[-2000:]}"
+    assert not (elsewhere / "mlflow.db").exists()
+
+
+def test_use_store_is_the_projects_store_from_any_folder(tmp_path, monkeypatch):
+    import mlflow
+
+    import pipeline
+    from pipeline.tracking.store import default_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = mlflow.get_tracking_uri()
+    try:
+        assert pipeline.use_store() == default_uri() == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+        assert mlflow.get_tracking_uri().startswith(default_uri())
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///given.db")  # relative: from here
+        assert pipeline.use_store() == f"sqlite:///{tmp_path / 'given.db'}"
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def test_bad_input_is_one_line_naming_it(store, drawn_files, capsys, tmp_path):

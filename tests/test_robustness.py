@@ -20,7 +20,7 @@ import pipeline.run as run_module
 from pipeline import interrupts
 from pipeline._tf import keras
 from pipeline.config import to_config
-from pipeline.errors import DataError, StageError, TrainingError
+from pipeline.errors import ConfigError, DataError, StageError, TrainingError
 from pipeline.run import run
 from pipeline.stages.load import load
 from tests.helpers import (
@@ -51,7 +51,11 @@ from tests.helpers import free_port as closed_port
     [
         (["model=cnn"], ["model/cnn", "ann, linear"]),
         (["optimizer=adagrad"], ["optimizer/adagrad", "adam, sgd"]),
-        (["trainer.epoch=3"], ["trainer.epoch"]),
+        (["trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?"]),
+        (["model=lineer"], ["model/lineer", "did you mean model=linear?"]),
+        (["experiment=studdy"], ["experiment=studdy", "did you mean experiment=study?"]),
+        (["trainer.devices=[gpu0]", "trainer.strategy=mirrored"], ["trainer.devices", "/gpu:1"]),
+        (["trainer.devices=[/gpu:0]"], ["trainer.devices", "trainer.strategy=mirrored"]),
         (["trainer.epochs=abc"], ["trainer.epochs=abc"]),
         (["trainer.epochs=0"], ["trainer.epochs=0"]),
         (["trainer.batch_size=0"], ["trainer.batch_size=0"]),
@@ -68,6 +72,53 @@ def test_bad_config_is_one_line_and_touches_nothing(overrides, names, isolated_t
     out = cli([*overrides, f"hydra.run.dir={tmp_path / 'job'}"])
     assert_one_line_error(out, *names)
     assert runs_in(isolated_tracking) == []
+    assert not (tmp_path / "job").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.epochs=0"],  # stopped before Hydra makes the folder
+        ["-m", "model=linear,ann", "trainer.epochs=0"],  # a sweep: before its first job
+        ["dataset.path=/nowhere"],  # stopped inside the job, which wrote nothing yet
+        ["trainer.strategy=mirrored", "trainer.devices=[/gpu:7]"],  # inside, before the data
+    ],
+)
+@pytest.mark.cli
+def test_a_mistake_leaves_no_folder_behind(overrides, isolated_tracking, tmp_path):
+    work = tmp_path / "work"  # the user's folder, where outputs/<date>/<time>/ would go
+    work.mkdir()
+    out = cli(overrides, cwd=work)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("error: ")
+    assert sorted(p.name for p in work.iterdir()) == []
+    assert runs_in(isolated_tracking) == []
+
+
+def test_device_names_are_checked_before_any_data_is_read(isolated_tracking, tmp_path):
+    from pipeline.run import run
+
+    cfg = make_config(
+        [
+            f"dataset.path={tmp_path / 'nowhere'}",
+            "trainer.strategy=mirrored",
+            "trainer.devices=[/gpu:7]",
+        ]
+    )
+    with pytest.raises(ConfigError, match=r"trainer\.devices: no device '/gpu:7' here"):
+        run(cfg)
+    assert runs_in(isolated_tracking) == []
+
+
+def test_a_relative_sqlite_store_is_the_working_directorys(tiny_data, tmp_path, monkeypatch):
+    from pipeline.run import run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run(make_config([*tiny_data, "tracking.uri=sqlite:///runs/rel.db", *QUIET, *NO_REPORT]))
+    runs = runs_in(f"sqlite:///{tmp_path / 'runs' / 'rel.db'}")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert (tmp_path / "runs" / "mlruns").is_dir()  # the artifacts beside it
 
 
 @pytest.mark.cli

@@ -190,16 +190,14 @@ def test_multirun_makes_one_parent_and_four_named_children(
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["sweep"] == "true"
     assert [c.info.run_name for c in children] == [
-        "ann-adam",
-        "ann-sgd",
-        "linear-adam",
-        "linear-sgd",
+        f"{config} epochs=1 limit=500"
+        for config in ("ann-adam", "ann-sgd", "linear-adam", "linear-sgd")
     ]
     commit = store.git_commit()
     for c in children:
         assert c.info.status == "FINISHED"
         assert c.info.experiment_id == parent.info.experiment_id
-        model, optimizer = c.info.run_name.split("-")
+        model, optimizer = c.info.run_name.split()[0].split("-")
         assert (c.data.tags["model"], c.data.tags["optimizer"]) == (model, optimizer)
         assert c.data.tags["dataset"] == "mnist"
         assert f"model={model}" in c.data.tags["overrides"]

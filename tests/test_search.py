@@ -60,7 +60,10 @@ def test_search_records_trials_under_a_parent_with_the_best(tiny_data, isolated_
     assert len(trials) == 4
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["sweeper"] == "OptunaSweeper"
-    assert [t.info.run_name for t in trials] == [f"ann-sgd-trial-{i}" for i in range(4)]
+    assert [t.info.run_name.split()[0] for t in trials] == [f"ann-sgd-trial-{i}" for i in range(4)]
+    for t in trials:  # each name shows the trial's own values, in short
+        assert f" bs={t.data.params['trainer.batch_size']}" in t.info.run_name
+        assert f" hidden={t.data.params['model.hidden_units']}" in t.info.run_name
 
     # Every trial's settings come from the search space.
     for t in trials:

@@ -106,3 +106,15 @@ def test_make_ui_prints_each_experiments_runs_view(isolated_tracking, capsys):
     )
     assert links.ui_base("http://server:5000/") == "http://server:5000"
     assert links.ui_base(isolated_tracking) == links.UI_DEFAULT
+
+
+def test_a_relative_sqlite_uri_is_taken_from_the_working_directory(tmp_path, monkeypatch):
+    from pipeline.tracking.store import resolve_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
+    assert resolve_uri("sqlite:///a/b.db?timeout=5") == f"sqlite:///{tmp_path / 'a/b.db'}?timeout=5"
+    assert resolve_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert resolve_uri("http://host:5000") == "http://host:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert resolve_uri(None) == f"sqlite:///{tmp_path / 'env.db'}"

@@ -29,9 +29,9 @@ pytestmark = pytest.mark.system
 
 CONFIGS = ("linear-sgd", "linear-adam", "ann-sgd", "ann-adam")
 SEEDS = (1, 2)
-CHILDREN = tuple(f"{config}-seed{seed}" for config in CONFIGS for seed in SEEDS)
+CHILDREN = tuple(f"{config} epochs=1 seed={seed}" for config in CONFIGS for seed in SEEDS)
 SWEEP_NAME = "sweep model=linear,ann optimizer=sgd,adam seed=1,2"
-RUN = "ann-adam-seed1"  # the child whose pages are opened
+RUN = "ann-adam epochs=1 seed=1"  # the child whose pages are opened
 WAIT_MS = 30_000  # every wait on the page
 START_TIMEOUT_S = 120  # the UI creates the store's missing tables on first start
 

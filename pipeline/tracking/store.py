@@ -42,8 +42,15 @@ def default_uri() -> str:
 
 
 def resolve_uri(uri: str | None) -> str:
-    """`tracking.uri` if set, else $MLFLOW_TRACKING_URI, else the project's SQLite store."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    """`tracking.uri` if set, else $MLFLOW_TRACKING_URI, else the project's SQLite store; a
+    relative SQLite path (`sqlite:///runs/mlflow.db`) is taken from the working directory, as a
+    shell would, and made absolute, so that every process of a job or sweep opens one file."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    db = sqlite_path(uri)
+    if db is None or db.is_absolute() or str(db) in ("", ":memory:"):
+        return uri
+    query = uri.removeprefix("sqlite:///")[len(str(db)) :]
+    return f"sqlite:///{Path.cwd() / db}{query}"
 
 
 def sqlite_path(uri: str) -> Path | None:
