@@ -25,3 +25,17 @@ def use_store(uri: str | None = None) -> str:
     uri = resolve_uri(uri)
     mlflow.set_tracking_uri(connect_uri(uri))
     return uri
+
+
+def load_classifier(model: str):
+    """A trained model from the pipeline's store, from any working directory: `model` is
+    `models:/NAME@ALIAS`, `runs:/<run id>/model` or a run id. Returns a `Classifier`: its Keras
+    model (`.model`), the class names it was trained with (`.class_names`), and
+    `.probabilities(images)` for uint8 images of shape (n, 28, 28).
+
+    Raises:
+        pipeline.predict.ModelError: the model is not there, or does not take 28x28 images.
+    """
+    from pipeline.predict import load_classifier as load
+
+    return load(model)

@@ -186,9 +186,11 @@ class MlflowSweepCallback(Callback):
         parents.log_files(paths, self.run_id, "comparison")
         parents.log_to_run(self.run_id, metrics=comparison.parent_metrics())
         log.info(
-            "comparison of %d runs in %d configurations logged to the parent run, written to %s",
+            "comparison of %d run%s in %d configuration%s logged to the parent run, written to %s",
             len(records),
+            "" if len(records) == 1 else "s",
             len(comparison.groups),
+            "" if len(comparison.groups) == 1 else "s",
             out_dir,
         )
         for verdict in comparison.verdicts:
