@@ -24,6 +24,9 @@ class TrainingError(PipelineError):
         super().__init__(message)
         self.tags = dict(tags or {})
 
+    def __reduce__(self):  # a job's error travels back from a parallel launcher's worker
+        return type(self), (str(self), self.tags)
+
 
 class StageError(RuntimeError):
     """A stage failed after training; names the stage. (Not a user error: keeps its traceback.)"""
@@ -31,7 +34,11 @@ class StageError(RuntimeError):
     def __init__(self, stage: str, cause: BaseException | str) -> None:
         what = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
         super().__init__(f"stage {stage} failed: {what}")
+        self.stage, self.what = stage, what
         self.tags = {"failed_stage": stage}
+
+    def __reduce__(self):  # unpickled as it was made, not from its message
+        return type(self), (self.stage, self.what)
 
 
 class SweepAborted(BaseException):
@@ -41,3 +48,6 @@ class SweepAborted(BaseException):
     def __init__(self, error: PipelineError) -> None:
         super().__init__(str(error))
         self.error = error
+
+    def __reduce__(self):
+        return type(self), (self.error,)

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -44,10 +45,23 @@ def check_job_config(config: DictConfig) -> None:
     from pipeline.config import CONF_DIR, check_choices, to_config
 
     check_choices(OmegaConf.select(config, "hydra.runtime.choices") or {}, CONF_DIR)
-    job = copy.deepcopy(config)
-    with read_write(job), open_dict(job):
-        job.pop("hydra", None)
-    to_config(job)
+    probe = copy.deepcopy(config)
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    try:
+        if "hydra" in probe:
+            # `${hydra:job.num}` (a search's run names) resolves against the job's Hydra node,
+            # which in a sweep's base config has no number yet.
+            with read_write(probe), open_dict(probe):
+                if OmegaConf.is_missing(probe.hydra.job, "num"):
+                    probe.hydra.job.num = 0
+            hydra_config.set_config(probe)
+        job = copy.deepcopy(probe)
+        with read_write(job), open_dict(job):
+            job.pop("hydra", None)
+        to_config(job)
+    finally:
+        hydra_config.cfg = before
 
 
 def _check_search(config: DictConfig) -> None:

@@ -560,3 +560,22 @@ def test_an_interruption_inside_a_record_write_waits_for_its_end():
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_errors_survive_the_trip_back_from_a_parallel_worker():
+    import pickle
+
+    from pipeline.errors import StageError, SweepAborted
+
+    # A parallel launcher pickles a failed job's error in the worker and unpickles it in the
+    # sweep's process: an error that cannot be rebuilt there breaks the whole pool.
+    for error in (
+        StageError("report", "OSError: disk full"),
+        StageError("model", ValueError("bad")),
+        TrainingError("training diverged at epoch 3", {"diverged_epoch": "3"}),
+        ConfigError("trainer.epochs=0 is invalid"),
+        SweepAborted(ConfigError("seed=1,1 lists 1 more than once")),
+    ):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error)
+        assert getattr(back, "tags", None) == getattr(error, "tags", None)

@@ -224,7 +224,7 @@ def test_sweep_records_through_a_server_on_postgresql(
     # here, with the reason in the sweep's stderr.
     parent, children = sweep_runs(uri)
     assert parent.info.status == "FINISHED", said
-    assert [c.info.run_name for c in children] == ["ann-sgd", "linear-sgd"]
+    assert [c.info.run_name for c in children] == ["ann-sgd epochs=1", "linear-sgd epochs=1"]
     assert any(a.path == "comparison" for a in client.list_artifacts(parent.info.run_id))
 
     images = tiny_arrays(n_train=1, n_test=7)["test_images"]
