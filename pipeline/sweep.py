@@ -52,7 +52,7 @@ def check_job_config(config: DictConfig) -> None:
         if "hydra" in probe:
             # `${hydra:job.num}` (a search's run names) resolves against the job's Hydra node,
             # which in a sweep's base config has no number yet.
-            with read_write(probe), open_dict(probe):
+            with read_write(probe.hydra.job):  # a copy: the config Hydra holds stays as is
                 if OmegaConf.is_missing(probe.hydra.job, "num"):
                     probe.hydra.job.num = 0
             hydra_config.set_config(probe)
