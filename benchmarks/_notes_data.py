@@ -9,6 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+# Printed above and below a benchmark's table after --smoke, whose figures mean nothing.
+SMOKE_NOTE = (
+    "SMOKE RUN: it checks that the script runs (1 epoch, 2000 images, 1 repeat); its "
+    "figures measure nothing. Run without --smoke to measure."
+)
+
 
 def _idx(path: Path) -> np.ndarray:
     raw = gzip.decompress(path.read_bytes())

@@ -25,20 +25,13 @@ import threading
 import time
 from pathlib import Path
 
-from _notes_data import load_data
+from _notes_data import SMOKE_NOTE, load_data
 
 from pipeline._tf import keras, tf
 
 HERE = Path(__file__).resolve().parent
 
 SPIN = "while True:\n    sum(range(1000))\n"
-
-
-# Printed above and below a smoke run's table, whose figures mean nothing.
-SMOKE_NOTE = (
-    "SMOKE RUN: it checks that the script runs (1 epoch, 2000 images, 1 repeat); its "
-    "figures measure nothing. Run without --smoke to measure."
-)
 
 
 def _model(steps: int) -> keras.Model:

@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from _notes_data import SMOKE_NOTE
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # name: (the notes' script, the pipeline's preset, epochs for both; None keeps the preset's)
@@ -59,13 +61,6 @@ IMPORT_MLFLOW = (
     "print(time.perf_counter() - s)"
 )
 SEED = 42  # the pipeline's default seed, given to the baseline too
-
-
-# Printed above and below a smoke run's table, whose figures mean nothing.
-SMOKE_NOTE = (
-    "SMOKE RUN: it checks that the script runs (1 epoch, 2000 images, 1 repeat); its "
-    "figures measure nothing. Run without --smoke to measure."
-)
 
 
 def _tree_rss(root: int) -> int:

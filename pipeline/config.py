@@ -8,7 +8,6 @@ these dataclasses, so a bad value fails before any data is read.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import re
@@ -393,24 +392,3 @@ def known_keys(schema: type = Config, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(hint):
             keys += known_keys(hint, f"{prefix}{name}.")
     return keys
-
-
-def check_choices(choices: Mapping[str, Any], conf_dir: str | Path) -> None:
-    """An option of an optional group (`experiment=…`, `hparams_search=…`) that has no file:
-    Hydra would go on without it, silently.
-
-    Raises:
-        ConfigError: names the option, those there are, and the closest.
-    """
-    for group, option in choices.items():
-        folder = Path(conf_dir) / str(group)
-        if option is None or "/" in str(group) or not folder.is_dir():
-            continue
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
-        if str(option) not in options:
-            close = difflib.get_close_matches(str(option), options, n=1, cutoff=CLOSE_ENOUGH)
-            guess = f"; did you mean {group}={close[0]}?" if close else ""
-            raise ConfigError(
-                f"{group}={option} does not exist; options in '{group}': "
-                f"{', '.join(options)}{guess}"
-            )

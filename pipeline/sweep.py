@@ -36,15 +36,13 @@ SEARCH_RESULT_FILE = "optimization_results.yaml"
 
 
 def check_job_config(config: DictConfig) -> None:
-    """The job's config (Hydra's node aside) checked as the job will check it, and its groups'
-    options checked to exist (Hydra skips a missing option of an optional group).
+    """The job's config (Hydra's node aside) checked as the job will check it.
 
     Raises:
-        ConfigError: names the key or option at fault.
+        ConfigError: names the key at fault.
     """
-    from pipeline.config import CONF_DIR, check_choices, to_config
+    from pipeline.config import to_config
 
-    check_choices(OmegaConf.select(config, "hydra.runtime.choices") or {}, CONF_DIR)
     probe = copy.deepcopy(config)
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg

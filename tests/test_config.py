@@ -239,12 +239,15 @@ def test_known_keys_are_the_schemas():
     assert "dataset.files.train_images.sha256" in keys
 
 
-def test_an_option_of_an_optional_group_must_exist():
-    from pipeline.config import CONF_DIR, check_choices
+def test_an_option_of_a_preset_group_must_exist():
+    from pipeline.__main__ import did_you_mean, one_line
 
-    check_choices({"experiment": "study", "hparams_search": None, "hydra/launcher": "x"}, CONF_DIR)
-    with pytest.raises(ConfigError, match=r"experiment=studdy does not exist.*experiment=study\?"):
-        check_choices({"experiment": "studdy"}, CONF_DIR)
+    make_config(["experiment=study", "hparams_search=optuna"])
+    # Hydra would skip a missing option of an `optional` group without a word.
+    with pytest.raises(ConfigCompositionException) as info:
+        make_config(["experiment=studdy"])
+    assert "experiment/studdy" in one_line(info.value)
+    assert did_you_mean(one_line(info.value)) == "experiment=study"
 
 
 @pytest.mark.cli

@@ -53,7 +53,7 @@ from tests.helpers import free_port as closed_port
         (["optimizer=adagrad"], ["optimizer/adagrad", "adam, sgd"]),
         (["trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?"]),
         (["model=lineer"], ["model/lineer", "did you mean model=linear?"]),
-        (["experiment=studdy"], ["experiment=studdy", "did you mean experiment=study?"]),
+        (["experiment=studdy"], ["experiment/studdy", "did you mean experiment=study?"]),
         (["trainer.devices=[gpu0]", "trainer.strategy=mirrored"], ["trainer.devices", "/gpu:1"]),
         (["trainer.devices=[/gpu:0]"], ["trainer.devices", "trainer.strategy=mirrored"]),
         (["trainer.epochs=abc"], ["trainer.epochs=abc"]),
