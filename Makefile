@@ -46,7 +46,7 @@ test-all: lint
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 ui: $(STAMP)
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(PY) -m pipeline.tracking.links http://127.0.0.1:$(UI_PORT)
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(PY) -m pipeline.cli.ui http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 # `mlflow models serve` starts uvicorn from PATH: the venv's bin goes first.

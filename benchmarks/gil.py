@@ -27,7 +27,7 @@ from pathlib import Path
 
 from _notes_data import SMOKE_NOTE, load_data
 
-from pipeline._tf import keras, tf
+from pipeline.training.backend import keras, tf
 
 HERE = Path(__file__).resolve().parent
 

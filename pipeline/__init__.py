@@ -34,8 +34,9 @@ def load_classifier(model: str):
     `.probabilities(images)` for uint8 images of shape (n, 28, 28).
 
     Raises:
-        pipeline.predict.ModelError: the model is not there, or does not take 28x28 images.
+        pipeline.serving.classifier.ModelError: the model is not there, or does not take 28x28
+            images.
     """
-    from pipeline.predict import load_classifier as load
+    from pipeline.serving.classifier import load_classifier as load
 
     return load(model)

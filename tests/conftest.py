@@ -80,7 +80,7 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_sto
     if active is not None:
         mlflow.end_run()
         pytest.fail(f"MLflow run {active.info.run_id} was left active")
-    from pipeline._tf import keras
+    from pipeline.training.backend import keras
 
     keras.backend.clear_session(free_memory=False)  # gc.collect() would add ~1 s a test
 

@@ -42,7 +42,7 @@ def make_config(overrides: Sequence[str] = ()):
     """Compose the project's config as `python -m pipeline <overrides>` would."""
     from hydra import compose, initialize_config_dir
 
-    from pipeline.config import register
+    from pipeline.config.schema import register
 
     register()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -59,7 +59,7 @@ def run_main(args: Sequence[str]) -> int:
     """
     from hydra.core.global_hydra import GlobalHydra
 
-    from pipeline.__main__ import cli as entry_point
+    from pipeline.cli.train import cli as entry_point
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
@@ -221,7 +221,7 @@ def tiny_arrays(n_train: int = 200, n_test: int = 50, seed: int = 0) -> dict[str
 
 def tiny_dataset(n_train=100, n_test=30, class_names=tuple("abcdefghij")):
     """A loaded-looking Dataset of tiny_arrays, for stage tests."""
-    from pipeline.stages.load import Dataset
+    from pipeline.data.load import Dataset
 
     a = tiny_arrays(n_train=n_train, n_test=n_test)
     return Dataset(

@@ -11,10 +11,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import compare
-from pipeline.config import config_key, flatten
-from pipeline.run import run
+from pipeline.analysis import compare
+from pipeline.cli import compare as compare_cli
+from pipeline.config.naming import config_key, flatten
 from pipeline.tracking import runs
+from pipeline.training.job import run
 from tests.helpers import (
     NO_REPORT,
     QUIET,
@@ -315,7 +316,7 @@ def test_compare_an_experiment(three_runs):
 
 
 def test_cli_prints_the_table_and_the_verdicts(three_runs, tmp_path, capsys):
-    assert compare.main(["mnist", "--out", str(tmp_path / "cmp")]) == 0
+    assert compare_cli.main(["mnist", "--out", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
     assert "| configuration | n |" in out and "linear-adam" in out
     assert "# Verdicts" in out
@@ -325,7 +326,7 @@ def test_cli_prints_the_table_and_the_verdicts(three_runs, tmp_path, capsys):
 
 
 def test_cli_names_what_is_missing(tmp_path, caplog):
-    assert compare.main(["no-such-experiment", "--out", str(tmp_path)]) == 1
+    assert compare_cli.main(["no-such-experiment", "--out", str(tmp_path)]) == 1
     assert "no experiment named 'no-such-experiment'" in caplog.text
-    assert compare.main(["--out", str(tmp_path)]) == 1
+    assert compare_cli.main(["--out", str(tmp_path)]) == 1
     assert "no sweep found" in caplog.text

@@ -5,7 +5,7 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from pipeline.config import Config, to_config
+from pipeline.config.schema import Config, to_config
 from pipeline.errors import ConfigError
 from tests.helpers import CONF_DIR, PROJECT_ROOT, cli, make_config
 
@@ -189,13 +189,13 @@ def test_cfg_job_does_not_import_tensorflow_or_mlflow():
     ],
 )
 def test_run_names_show_the_overrides_that_set_a_run_apart(overrides, name):
-    from pipeline.config import run_name
+    from pipeline.config.naming import run_name
 
     assert run_name("linear-sgd", overrides) == name
 
 
 def test_long_run_names_are_capped_readably():
-    from pipeline.config import MAX_NAME_CHARS, run_name
+    from pipeline.config.naming import MAX_NAME_CHARS, run_name
 
     name = run_name("ann-adam", [f"dataset.limit={n}" for n in range(1000, 1030)])
     assert len(name) == MAX_NAME_CHARS and name.endswith("…")
@@ -224,13 +224,13 @@ def test_long_run_names_are_capped_readably():
     ],
 )
 def test_a_misspelled_key_or_option_gets_a_did_you_mean(message, guess):
-    from pipeline.__main__ import did_you_mean
+    from pipeline.cli.train import did_you_mean
 
     assert did_you_mean(message) == guess
 
 
 def test_known_keys_are_the_schemas():
-    from pipeline.config import known_keys
+    from pipeline.config.schema import known_keys
 
     keys = known_keys()
     assert {"trainer", "trainer.epochs", "optimizer.learning_rate", "model.hidden_units"} <= set(
@@ -240,7 +240,7 @@ def test_known_keys_are_the_schemas():
 
 
 def test_an_option_of_a_preset_group_must_exist():
-    from pipeline.__main__ import did_you_mean, one_line
+    from pipeline.cli.train import did_you_mean, one_line
 
     make_config(["experiment=study", "hparams_search=optuna"])
     # Hydra would skip a missing option of an `optional` group without a word.

@@ -6,11 +6,11 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline._tf import tf
-from pipeline.config import TrainerConfig
-from pipeline.distribute import strategy
+from pipeline.config.schema import TrainerConfig
 from pipeline.errors import ConfigError
-from pipeline.stages.fit import steps_per_execution
+from pipeline.training.backend import tf
+from pipeline.training.devices import strategy
+from pipeline.training.fit import steps_per_execution
 from tests.helpers import QUIET, assert_one_line_error, cli, runs_in
 
 

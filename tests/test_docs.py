@@ -106,8 +106,8 @@ def test_documented_command_composes_and_passes_the_checks(where, args, monkeypa
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from pipeline.config import register
-    from pipeline.sweep import check_job_config
+    from pipeline.config.schema import register
+    from pipeline.tracking.sweep import check_job_config
 
     # What a reader's shell would have: `tracking=server` reads the server's address from it.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
@@ -123,7 +123,7 @@ def test_a_renamed_key_in_a_command_would_fail():
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException
 
-    from pipeline.config import register
+    from pipeline.config.schema import register
 
     register()
     with (

@@ -1,6 +1,6 @@
-"""The drawing page (`pipeline.draw`): its HTML, `POST /predict` on drawn, blank and malformed
-images with a stand-in model, `serve`'s words; and, in headless Chromium, a "1" and a "7" drawn
-with the mouse and read by a small model trained here on real MNIST.
+"""The drawing page (`pipeline.serving.draw`): its HTML, `POST /predict` on drawn, blank and
+malformed images with a stand-in model, `serve`'s words; and, in headless Chromium, a "1" and a
+"7" drawn with the mouse and read by a small model trained here on real MNIST.
 
 The `system` test drives Debian's Chromium as tests/test_ui.py does (`/usr/bin/chromium`, or
 $PIPELINE_CHROMIUM); its screenshots go to $PIPELINE_UI_SCREENSHOTS if set, else into the test's
@@ -24,8 +24,8 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy import ndimage
 
-from pipeline.draw import create_app, serve
-from pipeline.predict import Classifier
+from pipeline.serving.classifier import Classifier
+from pipeline.serving.draw import create_app, serve
 from tests.helpers import SILENT, free_port, make_config
 
 DIGITS = tuple("0123456789")
@@ -234,12 +234,12 @@ def test_serve_prints_its_url_and_warns_off_loopback(
 
 def trained_classifier(real_data: Path) -> Classifier:
     """The ANN with Adam, 3 epochs on the first 10,000 MNIST training images (about 10 s)."""
-    from pipeline._tf import keras
-    from pipeline.config import to_config
-    from pipeline.stages.build import build
-    from pipeline.stages.fit import fit, steps_per_execution
-    from pipeline.stages.load import load
-    from pipeline.stages.preprocess import preprocess
+    from pipeline.config.schema import to_config
+    from pipeline.data.load import load
+    from pipeline.data.preprocess import preprocess
+    from pipeline.models.build import build
+    from pipeline.training.backend import keras
+    from pipeline.training.fit import fit, steps_per_execution
 
     conf = to_config(
         make_config(

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import to_config
+from pipeline.config.schema import to_config
+from pipeline.data.load import load, read_idx
 from pipeline.errors import DataError
-from pipeline.stages.load import load, read_idx
 from tests.helpers import (
     TINY_FILES,
     idx_bytes,
@@ -100,7 +100,7 @@ def test_load_tiny_dataset_with_limit(tmp_path):
 
 def test_a_process_reads_each_file_once_until_it_changes(tmp_path, monkeypatch):
     # The jobs of a sweep share the data: the files are read and verified once per process.
-    from pipeline.stages import load as load_module
+    from pipeline.data import load as load_module
 
     reads = []
     real_read = load_module.read_idx

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from pipeline.prepare import BOX, ImageError, prepare, prepare_file
-from pipeline.stages.load import load
+from pipeline.data.load import load
+from pipeline.serving.prepare import BOX, ImageError, prepare, prepare_file
 from tests.helpers import (
     PROJECT_ROOT,
     SILENT,
@@ -36,7 +36,7 @@ def digits():
     found = real_data_dir()
     if found is None:
         pytest.skip("real MNIST files not found: set PIPELINE_DATA_DIR (see README)")
-    from pipeline.config import to_config
+    from pipeline.config.schema import to_config
 
     ds = load(to_config(make_config([f"dataset.path={found}"])).dataset)
     return ds.test_x[:12], ds.test_y[:12]
@@ -126,7 +126,7 @@ def champion_store(tmp_path_factory):
     found = real_data_dir()
     if found is None:
         pytest.skip("real MNIST files not found: set PIPELINE_DATA_DIR (see README)")
-    from pipeline.run import run
+    from pipeline.training.job import run
 
     db = tmp_path_factory.mktemp("champion") / "mlflow.db"
     uri = f"sqlite:///{db}"
@@ -173,7 +173,7 @@ def drawn_files(digits, tmp_path):
 
 
 def predict_main(args: list[str], capsys) -> tuple[int, str, str]:
-    from pipeline.predict import main
+    from pipeline.cli.predict import main
 
     code = main(args)
     out, err = capsys.readouterr()
@@ -214,7 +214,7 @@ def test_a_folder_a_run_id_and_the_figure(store, drawn_files, capsys, tmp_path):
 def test_examples_give_a_newcomer_images_the_champion_reads(
     store, real_data, capsys, tmp_path, monkeypatch
 ):
-    from pipeline.examples import main as examples_main
+    from pipeline.cli.examples import main as examples_main
 
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(real_data))
     folder = tmp_path / "my-digits"
@@ -301,7 +301,7 @@ def test_bad_input_is_one_line_naming_it(store, drawn_files, capsys, tmp_path):
         "nowhere.png: no such file": [CHAMPION, str(tmp_path / "nowhere.png")],
     }
     # A model that does not take 28x28 images.
-    from pipeline._tf import keras
+    from pipeline.training.backend import keras
 
     other = keras.Sequential([keras.Input((32, 32)), keras.layers.Flatten(), keras.layers.Dense(3)])
     with mlflow.start_run() as run:

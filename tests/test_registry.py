@@ -5,8 +5,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline._tf import keras
 from pipeline.tracking import registry
+from pipeline.training.backend import keras
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ from matplotlib.figure import Figure
 from sklearn.metrics import classification_report
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from pipeline.config import ReportConfig
-from pipeline.stages.evaluate import Metrics
-from pipeline.stages.fit import History
-from pipeline.stages.report import render_html, report
+from pipeline.config.schema import ReportConfig
+from pipeline.reporting.figures import report
+from pipeline.reporting.pages import render_html
+from pipeline.training.evaluate import Metrics
+from pipeline.training.fit import History
 from tests.helpers import tiny_dataset
 
 NAMES = (

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-import pipeline.run as run_module
-from pipeline import interrupts
-from pipeline._tf import keras
-from pipeline.config import to_config
+import pipeline.training.job as run_module
+from pipeline.config.schema import to_config
+from pipeline.data.load import load
 from pipeline.errors import ConfigError, DataError, StageError, TrainingError
-from pipeline.run import run
-from pipeline.stages.load import load
+from pipeline.tracking import interrupts
+from pipeline.training.backend import keras
+from pipeline.training.job import run
 from tests.helpers import (
     NO_REPORT,
     PROJECT_ROOT,
@@ -96,7 +96,7 @@ def test_a_mistake_leaves_no_folder_behind(overrides, isolated_tracking, tmp_pat
 
 
 def test_device_names_are_checked_before_any_data_is_read(isolated_tracking, tmp_path):
-    from pipeline.run import run
+    from pipeline.training.job import run
 
     cfg = make_config(
         [
@@ -111,7 +111,7 @@ def test_device_names_are_checked_before_any_data_is_read(isolated_tracking, tmp
 
 
 def test_a_relative_sqlite_store_is_the_working_directorys(tiny_data, tmp_path, monkeypatch):
-    from pipeline.run import run
+    from pipeline.training.job import run
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.run import run
 from pipeline.tracking import store
+from pipeline.training.job import run
 from tests.helpers import (
     FIGURES,
     NO_REPORT,
@@ -123,7 +123,7 @@ def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):
 
 
 def test_failed_run_is_marked_failed_with_the_error(tiny_data, isolated_tracking, monkeypatch):
-    import pipeline.run as run_module
+    import pipeline.training.job as run_module
 
     def boom(*args, **kwargs):
         raise RuntimeError("fit exploded")

@@ -22,7 +22,7 @@ from tests.helpers import free_port as closed_port
 
 
 def test_search_space_and_objective_direction():
-    from pipeline.config import register
+    from pipeline.config.schema import register
 
     register()  # the schema the config's defaults name, also when this test runs alone
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from pipeline._tf import keras
-from pipeline.config import ModelConfig, OptimizerConfig, TrainerConfig
+from pipeline.config.schema import ModelConfig, OptimizerConfig, TrainerConfig
+from pipeline.data.preprocess import Split, Splits, preprocess
 from pipeline.errors import ConfigError
-from pipeline.stages.build import build, named_weights
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.fit import fit, steps_per_execution
-from pipeline.stages.preprocess import Split, Splits, preprocess
+from pipeline.models.build import build, named_weights
+from pipeline.training.backend import keras
+from pipeline.training.evaluate import evaluate
+from pipeline.training.fit import fit, steps_per_execution
 from tests.helpers import tiny_dataset
 
 # --- preprocess ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from pipeline import stats
+from pipeline.analysis import stats
 
 A = [0.9728, 0.9741, 0.9719, 0.9733, 0.9722]  # five seeds of one configuration
 B = [0.9233, 0.9240, 0.9221, 0.9245, 0.9230]  # the same seeds of another

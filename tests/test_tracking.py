@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline._tf import keras
-from pipeline.config import TrackingConfig, flatten
+from pipeline.config.naming import flatten
+from pipeline.config.schema import TrackingConfig
 from pipeline.errors import TrackingError
-from pipeline.run import EpochsToRecorder
 from pipeline.tracking import store
 from pipeline.tracking.client import RecorderClient, RunSpec
+from pipeline.training.backend import keras
+from pipeline.training.job import EpochsToRecorder
 from tests.helpers import run_main
 
 
@@ -95,7 +96,7 @@ def test_long_run_names_and_tags_fit_the_store():
 
 
 def test_make_ui_prints_each_experiments_runs_view(isolated_tracking, capsys):
-    from pipeline.tracking import links
+    from pipeline.cli import ui as links
 
     assert links.main(["http://127.0.0.1:5999"]) == 0
     assert "no runs yet" in capsys.readouterr().out

@@ -22,9 +22,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import TrackingConfig
+from pipeline.config.schema import TrackingConfig
 from pipeline.errors import StageError, TrackingError
-from pipeline.interrupts import held
+from pipeline.tracking.interrupts import held
 
 log = logging.getLogger(__name__)
 

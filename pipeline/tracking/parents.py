@@ -11,9 +11,9 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import TrackingConfig
+from pipeline.config.schema import TrackingConfig
 from pipeline.errors import TrackingError
-from pipeline.interrupts import held
+from pipeline.tracking.interrupts import held
 from pipeline.tracking.store import connect_uri, resolve_uri, setup, store_ready
 
 

@@ -11,10 +11,8 @@ without a word, the closed pipe says so.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
-import shutil
 import signal
 import sys
 import traceback
@@ -23,13 +21,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.reporting.render import draw_report, draw_samples, warm_up
+from pipeline.tracking.keras_model import log_keras_file
+
 log = logging.getLogger(__name__)
 
 DIED = (
     "training process {pid} died before it closed the run (killed, e.g. by SIGKILL or the "
     "out-of-memory killer, or crashed); the epochs recorded until then are kept"
 )
-PLOT_DPI = 90
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra's job log
 
 
@@ -88,7 +88,7 @@ class _Run:
             return
         import mlflow
 
-        from pipeline.stages.load import load
+        from pipeline.data.load import load
 
         ds = load(dataset_cfg)  # read once per process, as in the trainer
         for item in inputs:
@@ -194,7 +194,8 @@ def serve(conn) -> None:
     # To stdout, as Hydra's console log: stderr is for the job's one-line errors.
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("pipeline.stages").setLevel(logging.WARNING)  # the trainer says it
+    for name in ("pipeline.data", "pipeline.training"):  # the trainer says it
+        logging.getLogger(name).setLevel(logging.WARNING)
     import mlflow  # noqa: F401  (now, on this core, while the trainer imports TensorFlow)
 
     warm_up()
@@ -240,211 +241,6 @@ def serve(conn) -> None:
                 log.error("%s failed: %s\n%s", stage, _one_line(exc), traceback.format_exc())
                 if run.failure is None:
                     run.failure = (stage, _one_line(exc))
-
-
-# --- the model, logged from its file -----------------------------------------------------------
-
-
-class _KerasFileFlavor:
-    """MLflow's Keras flavour, written from a saved .keras file without importing Keras.
-
-    Loads with `mlflow.keras.load_model` and as a pyfunc exactly as a model saved by
-    `mlflow.keras.save_model` does: the same folder (data/model.keras, data/keras_module.txt),
-    the same flavour entries, environment files.
-    """
-
-    @staticmethod
-    def save_model(
-        path: str,
-        saved: Path,
-        versions: dict,
-        mlflow_model=None,
-        signature=None,
-        input_example=None,
-        pip_requirements=None,
-        **_: Any,
-    ) -> None:
-        import yaml
-        from mlflow import pyfunc
-        from mlflow.models.model import MLMODEL_FILE_NAME, Model
-        from mlflow.models.utils import _save_example
-        from mlflow.utils.environment import (
-            _CONDA_ENV_FILE_NAME,
-            _PYTHON_ENV_FILE_NAME,
-            _REQUIREMENTS_FILE_NAME,
-            _process_pip_requirements,
-            _PythonEnv,
-        )
-        from mlflow.utils.file_utils import write_to
-
-        os.makedirs(os.path.join(path, "data"), exist_ok=True)
-        model = mlflow_model or Model()
-        if signature is not None:
-            model.signature = signature
-        if input_example is not None:
-            _save_example(model, input_example, path)
-        Path(path, "data", "keras_module.txt").write_text("keras")
-        shutil.copyfile(saved, Path(path, "data", "model.keras"))
-        model.add_flavor(
-            "keras",
-            data="data",
-            keras_version=versions["keras"],
-            keras_backend=versions["backend"],
-            save_exported_model=False,
-        )
-        pyfunc.add_to_model(
-            model,
-            loader_module="mlflow.keras",
-            conda_env=_CONDA_ENV_FILE_NAME,
-            python_env=_PYTHON_ENV_FILE_NAME,
-        )
-        model.save(os.path.join(path, MLMODEL_FILE_NAME))
-        conda_env, requirements, _ = _process_pip_requirements(None, pip_requirements, None)
-        with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as f:
-            yaml.safe_dump(conda_env, stream=f, default_flow_style=False)
-        write_to(os.path.join(path, _REQUIREMENTS_FILE_NAME), "\n".join(requirements))
-        _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))
-
-
-def log_keras_file(saved: Path, example_in, example_out, versions: dict) -> str:
-    """Log a saved .keras model in MLflow's Keras flavour, with signature and input example.
-
-    Returns:
-        The model's URI, loadable with `mlflow.keras.load_model`.
-    """
-    from mlflow.models import Model, infer_signature
-
-    requirements = [f"keras=={versions['keras']}", f"tensorflow=={versions['tensorflow']}"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        info = Model.log(
-            artifact_path=None,
-            name="model",
-            flavor=_KerasFileFlavor,
-            flavor_name="mlflow.keras",
-            saved=saved,
-            versions=versions,
-            signature=infer_signature(example_in, example_out),
-            input_example=example_in,
-            pip_requirements=requirements,
-            # Checking the example would load the model with TensorFlow in this process; the
-            # tests load the logged model and predict with it instead.
-            validate_serving_input=False,
-        )
-    return info.model_uri
-
-
-# --- the report --------------------------------------------------------------------------------
-
-
-REPORT_TIMINGS = "report_timings.json"
-FIGURE_SWITCHES = (
-    "samples",
-    "learning_curves",
-    "predictions",
-    "confusion_matrix",
-    "mistakes",
-    "weights",
-)
-
-
-def draw_figures(
-    switches, cfg, ds, history, metrics, weights, request: dict, out: Path
-) -> tuple[dict[str, bytes | str], dict[str, float]]:
-    """Draw the report's artifacts of `switches` (each on its own, timed) into `out/plots` and
-    `out`; return what was written by name, and the seconds of each switch."""
-    import time
-    from dataclasses import replace
-
-    from pipeline.stages.report import report
-
-    written: dict[str, bytes | str] = {}
-    seconds: dict[str, float] = {}
-    for switch in switches:
-        if not getattr(cfg, switch):
-            continue
-        began = time.perf_counter()
-        one = replace(cfg, **{s: s == switch for s in FIGURE_SWITCHES})
-        for name, item in report(
-            one, ds, history, metrics, weights, request["model"], request["title"]
-        ).items():
-            if isinstance(item, str):
-                (out / name).write_text(item)
-                written[name] = item
-            else:
-                buf = io.BytesIO()
-                item.savefig(buf, format="png", dpi=PLOT_DPI)
-                (out / "plots").mkdir(parents=True, exist_ok=True)
-                (out / "plots" / name).write_bytes(buf.getvalue())
-                written[name] = buf.getvalue()
-        seconds[switch] = time.perf_counter() - began
-    return written, seconds
-
-
-def draw_samples(out: Path, request: dict, images, labels, class_names) -> tuple[dict, dict]:
-    """samples.png, which needs only the data: drawn while the model trains."""
-    import numpy as np
-
-    from pipeline.config import ReportConfig
-    from pipeline.stages.load import Dataset
-
-    empty = np.zeros((0, *images.shape[1:]), np.uint8)
-    ds = Dataset("", images, labels, empty, np.zeros(0, np.uint8), tuple(class_names))
-    cfg = ReportConfig(**request["config"])
-    return draw_figures(["samples"], cfg, ds, None, None, {}, request, out)
-
-
-def draw_report(
-    inputs: Path, out: Path, request: dict, drawn: tuple[dict, dict] = ({}, {})
-) -> list[Path]:
-    """Draw the report's figures into `out/plots` and its texts (and report.html) into `out`,
-    from the arrays at `inputs`; return the text files written.
-
-    Each figure is drawn and encoded on its own, and its seconds go to report_timings.json.
-    `drawn` holds what was drawn before (the samples, during training) and its seconds.
-    """
-    import json
-    import time
-
-    from pipeline.config import ReportConfig
-    from pipeline.stages.report import render_html
-    from pipeline.stages.results import load_report_inputs
-
-    cfg = ReportConfig(**request["config"])
-    ds, history, metrics = load_report_inputs(inputs)
-    with np_load(request["weights"]) as weights:
-        todo = [s for s in FIGURE_SWITCHES if f"{s}.png" not in drawn[0]]
-        written, seconds = draw_figures(todo, cfg, ds, history, metrics, weights, request, out)
-    written = drawn[0] | written  # the samples, drawn first, come first
-    seconds = drawn[1] | seconds
-    texts = [out / name for name, item in written.items() if isinstance(item, str)]
-    if cfg.html:
-        began = time.perf_counter()
-        page = render_html(request["title"], request["settings"], request["final"], written)
-        (out / "report.html").write_text(page)
-        texts.append(out / "report.html")
-        seconds["html"] = time.perf_counter() - began
-    (out / REPORT_TIMINGS).write_text(json.dumps(seconds, indent=2) + "\n")
-    return texts
-
-
-def warm_up() -> None:
-    """Import and exercise what the report draws with, while the trainer imports TensorFlow:
-    matplotlib's first figure loads its fonts."""
-    from matplotlib.figure import Figure
-
-    import pipeline.stages.report  # noqa: F401  (matplotlib, scikit-learn's displays)
-
-    fig = Figure(figsize=(1, 1))
-    fig.add_subplot().set_title("warm")
-    fig.savefig(io.BytesIO(), format="png")
-
-
-@contextlib.contextmanager
-def np_load(path: str):
-    import numpy as np
-
-    with np.load(path, allow_pickle=False) as saved:
-        yield {k: saved[k] for k in saved.files}
 
 
 if __name__ == "__main__":  # started by client._Process with its end of a socket pair

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pipeline.config import TrackingConfig
+from pipeline.config.schema import TrackingConfig
 from pipeline.errors import TrackingError
 
 log = logging.getLogger(__name__)

@@ -18,18 +18,19 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import distribute
-from pipeline._tf import keras, tf
-from pipeline.config import Config, config_key, flatten, run_name, to_config
-from pipeline.stages.build import build, named_weights
-from pipeline.stages.evaluate import evaluate
-from pipeline.stages.fit import fit, set_threads, steps_per_execution
-from pipeline.stages.load import load
-from pipeline.stages.preprocess import preprocess
-from pipeline.stages.results import save_report_inputs
-from pipeline.sweep import PARENT_RUN_FILE
+from pipeline.config.naming import config_key, flatten, run_name
+from pipeline.config.schema import Config, to_config
+from pipeline.data.load import load
+from pipeline.data.preprocess import preprocess
+from pipeline.models.build import build, named_weights
+from pipeline.reporting.inputs import save_report_inputs
 from pipeline.tracking import store
 from pipeline.tracking.client import RecorderClient, RunSpec
+from pipeline.tracking.sweep import PARENT_RUN_FILE
+from pipeline.training import devices as distribute
+from pipeline.training.backend import keras, tf
+from pipeline.training.evaluate import evaluate
+from pipeline.training.fit import fit, set_threads, steps_per_execution
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def dataset_inputs(conf: Config, num_train: int, num_test: int, split_at: int) -
     made of the files' checked SHA-256, the limit and the slice, its source the data folder."""
     import hashlib
 
-    from pipeline.stages.load import locate
+    from pipeline.data.load import locate
 
     files = conf.dataset.files
     source = str(locate(conf.dataset, files.train_images.name, files.train_images.sha256).parent)

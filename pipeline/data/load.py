@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import FILE_ROLES, DatasetConfig
+from pipeline.config.schema import FILE_ROLES, DatasetConfig
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)

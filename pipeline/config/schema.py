@@ -8,10 +8,7 @@ these dataclasses, so a bad value fails before any data is read.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -25,7 +22,7 @@ from pipeline.errors import ConfigError
 MODELS = ("linear", "ann")
 OPTIMIZERS = ("sgd", "adam")
 # The config folder (`conf/`): config.yaml and one folder per group.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # A TensorFlow device name: /cpu:0, /gpu:1, /device:GPU:0, /job:worker/replica:0/task:0/gpu:0.
 DEVICE_NAME = re.compile(
@@ -257,105 +254,6 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 42
-
-
-# Keys that do not change what a run learns: the seed, where files are read or written, what is
-# recorded and shown, how the work is split; and the counts a run logs beside its config.
-NOT_SETTINGS = (
-    "seed",
-    "tracking.",
-    "report.",
-    "search.",
-    "dataset.path",
-    "dataset.cache_dir",
-    "dataset.mirrors",
-    "trainer.verbose",
-    "trainer.intra_op_threads",
-    "trainer.steps_per_execution",
-    "num_params",
-    "num_replicas",
-)
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as one value."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def settings(flat: Mapping[str, Any]) -> dict[str, str]:
-    """The settings of a flattened config (or of a run's params) that decide what it learns:
-    every key but NOT_SETTINGS, values as strings (as MLflow stores params)."""
-    return {
-        k: str(v)
-        for k, v in flat.items()
-        if not any(
-            k == skip or (skip.endswith(".") and k.startswith(skip)) for skip in NOT_SETTINGS
-        )
-    }
-
-
-# How alike a misspelled key or option and a real one must be (difflib's ratio) to be offered:
-# `lineer` -> `linear` (0.83), but not `cnn` -> `ann` (0.67).
-CLOSE_ENOUGH = 0.7
-
-# Short forms of the keys most often overridden, for run names.
-SHORT_KEYS = {
-    "optimizer.learning_rate": "lr",
-    "trainer.batch_size": "bs",
-    "trainer.validation_split": "val",
-    "model.hidden_units": "hidden",
-}
-# Config groups whose choice is not in a run's name: model and optimizer are its first words,
-# the dataset is its experiment, and the others are presets or places.
-UNNAMED_GROUPS = ("model", "optimizer", "dataset", "experiment", "tracking", "hparams_search")
-# Keys whose values would only lengthen a name: Hydra's own, and the data files' names and
-# digests (a run's dataset inputs show its data).
-UNNAMED_PREFIXES = ("hydra", "dataset.files.", "dataset.dirname")
-MAX_NAME_CHARS = 60
-
-
-def run_name(base: str, overrides: list[str] | tuple[str, ...]) -> str:
-    """`base` followed by the overrides that set the run apart, in short form, e.g.
-    `linear-sgd lr=0.1 bs=128 seed=3`: every `key=value` that changes what is learnt (or the
-    seed), not group choices in the name already, nor paths, tracking or report settings.
-    Capped at MAX_NAME_CHARS; the run's `overrides` tag keeps them all."""
-    words, seed = [base], []
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or key.startswith(UNNAMED_PREFIXES) or key in UNNAMED_GROUPS:
-            continue
-        word = f"{SHORT_KEYS.get(key, key.rsplit('.', 1)[-1])}={_short_value(value)}"
-        if key == "seed":
-            seed = [word]  # last: runs of one configuration differ there
-        elif settings({key: value}):
-            words.append(word)
-    name = " ".join(words + seed)
-    return name if len(name) <= MAX_NAME_CHARS else name[: MAX_NAME_CHARS - 1] + "…"
-
-
-def _short_value(value: str) -> str:
-    """0.012345678 -> 0.0123 (a search's floats); anything else as given."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return f"{number:.3g}" if "." in value and len(value) > 6 else value
-
-
-def config_key(flat: Mapping[str, Any]) -> str:
-    """One key for all runs that differ only in seed (or in NOT_SETTINGS), e.g.
-    `ann-adam-mnist-1f3e9a0c`: readable first, then a digest of every setting."""
-    kept = settings(flat)
-    digest = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:8]
-    names = (kept.get(f"{group}.name", "?") for group in ("model", "optimizer", "dataset"))
-    return "-".join([*names, digest])
 
 
 def register() -> None:

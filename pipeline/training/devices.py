@@ -6,9 +6,9 @@ import json
 import logging
 import os
 
-from pipeline._tf import keras, tf
-from pipeline.config import TrainerConfig
+from pipeline.config.schema import TrainerConfig
 from pipeline.errors import ConfigError
+from pipeline.training.backend import keras, tf
 
 log = logging.getLogger(__name__)
 

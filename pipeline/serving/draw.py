@@ -4,7 +4,7 @@
 
 `GET /` is one self-contained page (no outside resources): a canvas drawn on with a mouse, a
 pen or a finger, a Clear button, and the result: the likeliest class and its probability, the
-image as the model saw it (28x28, prepared as MNIST's digits were by `pipeline.prepare`) and a
+image as the model saw it (28x28, prepared as MNIST's digits were by `serving.prepare`) and a
 probability bar per class. While one draws, the page sends the canvas as a PNG to
 `POST /predict` at most every THROTTLE_MS, and once more when the stroke ends:
 
@@ -32,7 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.prepare import ImageError, prepare, read_gray
+from pipeline.serving.prepare import ImageError, prepare, read_gray
 
 CANVAS = 280  # the drawing canvas, in pixels (ten times MNIST's 28)
 STROKE = 18  # pen width, in canvas pixels

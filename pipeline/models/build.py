@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline._tf import keras
-from pipeline.config import ModelConfig, OptimizerConfig
+from pipeline.config.schema import ModelConfig, OptimizerConfig
+from pipeline.training.backend import keras
 
 OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
 

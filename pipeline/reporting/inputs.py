@@ -1,64 +1,18 @@
-"""What training and evaluation produce, and the file that carries it to the recorder.
+"""The file that carries a job's results to the recorder process, which draws the report from it.
 
-Plain data (NumPy only): the recorder process reads it back and draws the report without
-TensorFlow.
+Plain data (NumPy only): the recorder reads it back without TensorFlow.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.stages.load import Dataset
-
-
-@dataclass(frozen=True)
-class History:
-    """Per-epoch metrics of one training run.
-
-    Attributes:
-        metrics: name -> one value per epoch (`loss`, `accuracy`, and with validation
-            `val_loss`, `val_accuracy`).
-        epoch_seconds: wall time of each epoch, validation included.
-        fit_seconds: wall time of the whole `model.fit` call.
-    """
-
-    metrics: dict[str, tuple[float, ...]]
-    epoch_seconds: tuple[float, ...]
-    fit_seconds: float
-
-    @property
-    def epochs(self) -> int:
-        return len(self.epoch_seconds)
-
-    @property
-    def has_validation(self) -> bool:
-        return "val_loss" in self.metrics
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Test-set results.
-
-    Attributes:
-        loss: mean cross-entropy.  accuracy: fraction right.
-        probabilities: (n, classes) softmax outputs.  predictions: (n,) argmax.
-        labels: (n,) true labels.
-        confusion: (classes, classes) counts, rows true, columns predicted.
-        report: scikit-learn's classification_report as a dict, keyed by class name.
-    """
-
-    loss: float
-    accuracy: float
-    probabilities: np.ndarray
-    predictions: np.ndarray
-    labels: np.ndarray
-    confusion: np.ndarray
-    report: dict[str, Any]
+from pipeline.data.load import Dataset
+from pipeline.training.results import History, Metrics
 
 
 def save_report_inputs(

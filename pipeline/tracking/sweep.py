@@ -41,7 +41,7 @@ def check_job_config(config: DictConfig) -> None:
     Raises:
         ConfigError: names the key at fault.
     """
-    from pipeline.config import to_config
+    from pipeline.config.schema import to_config
 
     probe = copy.deepcopy(config)
     hydra_config = HydraConfig.instance()
@@ -182,7 +182,7 @@ class MlflowSweepCallback(Callback):
 
     def _log_comparison(self, out_dir: Path) -> list[RunRecord]:
         """Compare the sweep's children and log the comparison to the parent run."""
-        from pipeline import compare
+        from pipeline.analysis import compare
         from pipeline.tracking import parents, runs
 
         if self.run_id is None:

@@ -7,11 +7,11 @@ import math
 import time
 from collections.abc import Sequence
 
-from pipeline._tf import keras, tf
-from pipeline.config import TrainerConfig
+from pipeline.config.schema import TrainerConfig
+from pipeline.data.preprocess import Splits
 from pipeline.errors import TrainingError
-from pipeline.stages.preprocess import Splits
-from pipeline.stages.results import History
+from pipeline.training.backend import keras, tf
+from pipeline.training.results import History
 
 log = logging.getLogger(__name__)
 

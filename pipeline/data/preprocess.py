@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.data.load import Dataset
 from pipeline.errors import ConfigError
-from pipeline.stages.load import Dataset
 
 log = logging.getLogger(__name__)
 

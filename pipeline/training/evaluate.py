@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from pipeline._tf import keras
-from pipeline.stages.fit import EVAL_BATCH_SIZE
-from pipeline.stages.preprocess import Split
-from pipeline.stages.results import Metrics
+from pipeline.data.preprocess import Split
+from pipeline.training.backend import keras
+from pipeline.training.fit import EVAL_BATCH_SIZE
+from pipeline.training.results import Metrics
 
 
 def evaluate(

@@ -1,0 +1,74 @@
+"""Runs side by side, grouped by configuration: ``python -m pipeline.compare [TARGET ...]``.
+
+TARGET is an experiment name or a sweep's parent run id; with none, the most recent sweep in the
+store. Runs that differ only in seed form one group (their `config_key` tag): each group gets
+its mean, spread and confidence interval, and each pair of groups that differ in one setting
+gets a verdict with a test (paired t-test over matching seeds, Welch's t-test otherwise,
+McNemar's exact test between two single runs) and Holm-adjusted p-values. Writes
+comparison.md/.csv (the groups), verdicts.md/.json, comparison_curves.png and one
+self-contained comparison.html into --out, and prints the table and the verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.analysis.compare import RUN_ID, compare, write
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+def gather(targets: Sequence[str], tracking_uri: str | None) -> tuple[list, int]:
+    """Finished runs of each target (a parent run id or an experiment name), and how many of
+    the sweeps' runs did not finish; default the latest sweep."""
+    from pipeline.tracking import runs, store
+
+    if not targets:
+        latest = runs.latest_sweep(tracking_uri)
+        if latest is None:
+            raise PipelineError(
+                f"no sweep found in {store.resolve_uri(tracking_uri)}; name an experiment "
+                "or a parent run id"
+            )
+        targets = [latest]
+    records, failed = [], 0
+    for target in targets:
+        if RUN_ID.match(target):
+            records += runs.fetch_runs(tracking_uri, parent_run_id=target)
+            failed += runs.unfinished_children(tracking_uri, target)
+        else:
+            records += runs.fetch_runs(tracking_uri, experiment=target)
+    if not records:
+        raise PipelineError(f"no finished runs in {', '.join(targets)}")
+    return records, failed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__)
+    parser.add_argument("targets", nargs="*", help="experiment names and/or parent run ids")
+    parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the project's")
+    parser.add_argument("--out", type=Path, default=Path("comparison"), help="output folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from pipeline.tracking import runs
+
+        records, failed = gather(args.targets, args.tracking_uri)
+        loader = runs.prediction_loader(args.tracking_uri)
+        comparison = compare(records, loader, failed)
+    except PipelineError as exc:
+        log.error("error: %s", exc)
+        return 1
+    paths = write(comparison, args.out)
+    sys.stdout.write(comparison.markdown + "\n" + comparison.verdicts_markdown)
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

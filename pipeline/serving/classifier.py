@@ -1,0 +1,140 @@
+"""A trained model from the store, ready to predict: its Keras model, class names and where
+it came from; and the figure of its predictions."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.serving.prepare import SIZE, image_files, prepare_file
+
+TOP = 3
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class ModelError(PipelineError):
+    """A model that cannot be found or loaded, or does not take 28x28 images."""
+
+
+@dataclass
+class Classifier:
+    """A loaded model, the names of its classes and where it came from."""
+
+    model: object
+    class_names: tuple[str, ...]
+    uri: str
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities of (n, 28, 28) uint8 images, as the pipeline's models take them."""
+        return np.asarray(self.model.predict(images, verbose=0), dtype=np.float64)
+
+
+def model_uri(model: str) -> str:
+    """`models:/…` and `runs:/…` as they are; a bare run id as its logged model."""
+    if RUN_ID.match(model):
+        return f"runs:/{model}/model"
+    return model
+
+
+def _run_id(uri: str) -> str | None:
+    """The id of the run that logged the model at `uri`."""
+    from mlflow import MlflowClient
+
+    if uri.startswith("runs:/"):
+        return uri.removeprefix("runs:/").split("/", 1)[0]
+    if uri.startswith("models:/"):
+        name_and_ref = uri.removeprefix("models:/")
+        client = MlflowClient()
+        if "@" in name_and_ref:
+            name, alias = name_and_ref.split("@", 1)
+            return client.get_model_version_by_alias(name, alias).run_id
+        name, _, version = name_and_ref.partition("/")
+        return client.get_model_version(name, version).run_id
+    return None
+
+
+def _class_names(run_id: str | None, num_classes: int) -> tuple[str, ...]:
+    """The class names the run trained with (its `dataset.class_names` parameter)."""
+    from mlflow import MlflowClient
+
+    if run_id is not None:
+        raw = MlflowClient().get_run(run_id).data.params.get("dataset.class_names")
+        try:
+            names = tuple(str(n) for n in ast.literal_eval(raw)) if raw else ()
+        except (ValueError, SyntaxError):
+            names = ()
+        if len(names) == num_classes:
+            return names
+    return tuple(str(k) for k in range(num_classes))
+
+
+def load_classifier(model: str) -> Classifier:
+    """Load MODEL from the store.
+
+    Raises:
+        ModelError: the model does not exist, cannot be loaded, or does not take 28x28 images.
+    """
+    import mlflow
+
+    import pipeline.training.backend  # noqa: F401  (TensorFlow without its start-up chatter)
+    from pipeline import use_store
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per error
+    uri = model_uri(model)
+    store = use_store()
+    try:
+        run_id = _run_id(uri)
+        keras_model = mlflow.keras.load_model(uri)
+    except Exception as exc:  # MLflow raises several kinds for a model it cannot find
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        first = message.strip().splitlines()[0]
+        raise ModelError(f"model {model} not found in {store}: {first}") from exc
+    shape = tuple(keras_model.input_shape[1:])
+    if shape != (SIZE, SIZE):
+        raise ModelError(f"model {model} takes inputs of shape {shape}, not {SIZE}x{SIZE} images")
+    classes = _class_names(run_id, int(keras_model.output_shape[-1]))
+    return Classifier(keras_model, classes, uri)
+
+
+def top(probs: np.ndarray, names: tuple[str, ...], k: int = TOP) -> list[tuple[str, float]]:
+    """The k likeliest classes, best first, with their probabilities."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(names[i], float(probs[i])) for i in order]
+
+
+def figure(images: np.ndarray, probs: np.ndarray, names, labels: list[str]):
+    """The notes' figure: each image as the model saw it, beside its probability bars (the
+    likeliest class in blue)."""
+    from matplotlib.figure import Figure
+
+    n = len(images)
+    fig = Figure(figsize=(7, 2.2 * n + 0.4), layout="constrained")
+    axes = fig.subplots(n, 2, squeeze=False, width_ratios=[1, 2])
+    for (image_ax, bars_ax), image, p, label in zip(axes, images, probs, labels, strict=True):
+        best = int(np.argmax(p))
+        image_ax.imshow(image, cmap="binary", vmin=0, vmax=255)
+        image_ax.set_xticks([])
+        image_ax.set_yticks([])
+        image_ax.set_xlabel(f"{names[best]} {100 * p[best]:.0f}%", color="blue")
+        image_ax.set_title(label, fontsize=9)
+        bars = bars_ax.bar(range(len(p)), p, color="#777777")
+        bars[best].set_color("blue")
+        bars_ax.set_ylim(0, 1)
+        bars_ax.set_xticks(range(len(p)), names, rotation=45 if max(map(len, names)) > 3 else 0)
+    return fig
+
+
+def predict_files(
+    classifier: Classifier, paths: list[str]
+) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    files = image_files(paths)
+    images = np.stack([prepare_file(f) for f in files])
+    return files, images, classifier.probabilities(images)

@@ -1,1 +1,0 @@
-"""The pipeline's stages: plain functions from a config slice and the previous result."""
