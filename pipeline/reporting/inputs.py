@@ -6,13 +6,29 @@ Plain data (NumPy only): the recorder reads it back without TensorFlow.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.config.schema import ReportConfig
 from pipeline.data.load import Dataset
 from pipeline.training.results import History, Metrics
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What the report is drawn with, beside the arrays: its switches, the model's name, the
+    title; and once the job has trained, the weights' file, the settings shown and the final
+    metrics."""
+
+    config: ReportConfig
+    model: str
+    title: str
+    weights: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
 
 
 def save_report_inputs(

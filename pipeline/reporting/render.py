@@ -7,6 +7,8 @@ import contextlib
 import io
 from pathlib import Path
 
+from pipeline.reporting.inputs import ReportRequest
+
 PLOT_DPI = 90
 
 
@@ -24,7 +26,7 @@ FIGURE_SWITCHES = (
 
 
 def draw_figures(
-    switches, cfg, ds, history, metrics, weights, request: dict, out: Path
+    switches, cfg, ds, history, metrics, weights, request: ReportRequest, out: Path
 ) -> tuple[dict[str, bytes | str], dict[str, float]]:
     """Draw the report's artifacts of `switches` (each on its own, timed) into `out/plots` and
     `out`; return what was written by name, and the seconds of each switch."""
@@ -41,7 +43,7 @@ def draw_figures(
         began = time.perf_counter()
         one = replace(cfg, **{s: s == switch for s in FIGURE_SWITCHES})
         for name, item in report(
-            one, ds, history, metrics, weights, request["model"], request["title"]
+            one, ds, history, metrics, weights, request.model, request.title
         ).items():
             if isinstance(item, str):
                 (out / name).write_text(item)
@@ -56,21 +58,21 @@ def draw_figures(
     return written, seconds
 
 
-def draw_samples(out: Path, request: dict, images, labels, class_names) -> tuple[dict, dict]:
+def draw_samples(
+    out: Path, request: ReportRequest, images, labels, class_names
+) -> tuple[dict, dict]:
     """samples.png, which needs only the data: drawn while the model trains."""
     import numpy as np
 
-    from pipeline.config.schema import ReportConfig
     from pipeline.data.load import Dataset
 
     empty = np.zeros((0, *images.shape[1:]), np.uint8)
     ds = Dataset("", images, labels, empty, np.zeros(0, np.uint8), tuple(class_names))
-    cfg = ReportConfig(**request["config"])
-    return draw_figures(["samples"], cfg, ds, None, None, {}, request, out)
+    return draw_figures(["samples"], request.config, ds, None, None, {}, request, out)
 
 
 def draw_report(
-    inputs: Path, out: Path, request: dict, drawn: tuple[dict, dict] = ({}, {})
+    inputs: Path, out: Path, request: ReportRequest, drawn: tuple[dict, dict] = ({}, {})
 ) -> list[Path]:
     """Draw the report's figures into `out/plots` and its texts (and report.html) into `out`,
     from the arrays at `inputs`; return the text files written.
@@ -81,13 +83,12 @@ def draw_report(
     import json
     import time
 
-    from pipeline.config.schema import ReportConfig
     from pipeline.reporting.inputs import load_report_inputs
     from pipeline.reporting.pages import render_html
 
-    cfg = ReportConfig(**request["config"])
+    cfg = request.config
     ds, history, metrics = load_report_inputs(inputs)
-    with np_load(request["weights"]) as weights:
+    with np_load(request.weights) as weights:
         todo = [s for s in FIGURE_SWITCHES if f"{s}.png" not in drawn[0]]
         written, seconds = draw_figures(todo, cfg, ds, history, metrics, weights, request, out)
     written = drawn[0] | written  # the samples, drawn first, come first
@@ -95,7 +96,7 @@ def draw_report(
     texts = [out / name for name, item in written.items() if isinstance(item, str)]
     if cfg.html:
         began = time.perf_counter()
-        page = render_html(request["title"], request["settings"], request["final"], written)
+        page = render_html(request.title, request.settings, request.final, written)
         (out / "report.html").write_text(page)
         texts.append(out / "report.html")
         seconds["html"] = time.perf_counter() - began

@@ -16,33 +16,29 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any
 
-from pipeline.config.schema import TrackingConfig
 from pipeline.errors import StageError, TrackingError
 from pipeline.tracking.interrupts import held
+from pipeline.tracking.protocol import (
+    RUN_RECORDS,
+    CloseRun,
+    OpenRun,
+    Reply,
+    RunClosed,
+    RunOpened,
+    RunSpec,
+    StoreRefused,
+    Sync,
+    Synced,
+)
 
 log = logging.getLogger(__name__)
 
 # How long the end of a job waits for the recorder to finish its records (large artifacts
 # going to a remote server take a while; a dead recorder is noticed at once).
 CLOSE_TIMEOUT_S = 600
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What the recorder needs to open the run (sent once the data has loaded)."""
-
-    tracking: TrackingConfig
-    experiment: str
-    run_name: str
-    tags: dict[str, str]
-    parent_run_id: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 class _Process:
@@ -97,11 +93,11 @@ def wait_for_recorder() -> None:
     token = next(_jobs)
     try:
         with held():
-            _shared.conn.send(("sync", token))
+            _shared.conn.send(Sync(token))
         while _shared.conn.poll(CLOSE_TIMEOUT_S):
             with held():
                 reply = _shared.conn.recv()
-            if reply == ("synced", token):
+            if reply == Synced(token):
                 return
         log.warning("the recorder did not finish within %d s", CLOSE_TIMEOUT_S)
     except (EOFError, OSError):
@@ -141,9 +137,13 @@ class RecorderClient:
         self.run_id: str | None = None
         self._store_error: str | None = None
 
-    # --- sending ------------------------------------------------------------------------
+    def send(self, record) -> None:
+        """Hand `record` (one of protocol.RUN_RECORDS) to the recorder; returns at once."""
+        if not isinstance(record, RUN_RECORDS):
+            raise TypeError(f"not a record for the run: {type(record).__name__}")
+        self._send(record)
 
-    def _send(self, *message: Any) -> None:
+    def _send(self, message) -> None:
         if self.lost or self.closed:
             return
         try:
@@ -167,42 +167,11 @@ class RecorderClient:
             )
 
     def open(self, spec: RunSpec) -> None:
-        self._send("open", spec, self.enabled, self.job)
-
-    def datasets(self, dataset_cfg: Any, inputs: list[dict]) -> None:
-        """Log the run's data as MLflow dataset inputs (see `run.dataset_inputs`); the
-        recorder reads the arrays itself, off the training process's path."""
-        self._send("datasets", dataset_cfg, inputs)
-
-    def params(self, params: Mapping[str, Any]) -> None:
-        self._send("params", dict(params))
-
-    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self._send("metrics", {k: float(v) for k, v in metrics.items()}, step)
-
-    def files(self, paths: Iterable[Path], folder: str | None = None) -> None:
-        self._send("files", [str(p) for p in paths], folder)
-
-    def folder(self, local_dir: Path, folder: str) -> None:
-        self._send("folder", str(local_dir), folder)
-
-    def model(self, saved: Path, example_in: Any, example_out: Any, versions: dict) -> None:
-        """Log the Keras model saved at `saved` (a .keras file), with its signature inferred
-        from an input example and the model's output on it."""
-        self._send("model", str(saved), example_in, example_out, versions)
-
-    def samples(self, out_dir: Path, request: dict, images, labels, class_names) -> None:
-        """Draw samples.png (it needs only the data) into `out_dir` now, while the model
-        trains; `report` then logs it with the rest."""
-        self._send("samples", str(out_dir), request, images, labels, list(class_names))
-
-    def report(self, inputs: Path, out_dir: Path, request: dict) -> None:
-        """Draw the report from the arrays saved at `inputs` into `out_dir` and log it."""
-        self._send("report", str(inputs), str(out_dir), request)
+        self._send(OpenRun(spec, self.enabled, self.job))
 
     # --- replies ------------------------------------------------------------------------
 
-    def _read_replies(self, timeout: float = 0.0) -> tuple | None:
+    def _read_replies(self, timeout: float = 0.0) -> Reply | None:
         """The recorder's next reply to this job within `timeout` seconds, or None. Replies to
         an earlier job (whose run closed while this one trained) are passed over."""
         while not self.lost:
@@ -214,14 +183,13 @@ class RecorderClient:
             except (EOFError, OSError):
                 self._lose()
                 return None
-            kind, job, *rest = reply
-            if job != self.job:
+            if isinstance(reply, Synced) or reply.job != self.job:
                 continue
-            if kind == "opened":
-                self.run_id = rest[0]
-            elif kind == "store_error":
-                self._store_error = rest[0]
-            return (kind, *rest)
+            if isinstance(reply, RunOpened):
+                self.run_id = reply.run_id
+            elif isinstance(reply, StoreRefused):
+                self._store_error = reply.message
+            return reply
         return None
 
     def check(self) -> None:
@@ -242,7 +210,7 @@ class RecorderClient:
         """
         if self.closed:  # e.g. the job's error path after a failed close
             return
-        self._send("close", self.job, status, error, dict(tags))
+        self._send(CloseRun(self.job, status, error, dict(tags)))
         self.closed = True
         if _defer_pid == os.getpid() and status == "FINISHED" and not self._store_error:
             # In a sweep, the next job trains while the recorder finishes this one's run; a
@@ -257,8 +225,8 @@ class RecorderClient:
                     self._process.kill()
                     self._lose()
                 break
-            if reply[0] == "closed":
-                failure = reply[1]
+            if isinstance(reply, RunClosed):
+                failure = reply.failure
                 break
         if self._store_error and status == "FINISHED":
             raise TrackingError(self._store_error)

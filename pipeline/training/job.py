@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +20,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.naming import config_key, flatten, run_name
 from pipeline.config.schema import Config, to_config
-from pipeline.data.load import load
-from pipeline.data.preprocess import preprocess
+from pipeline.data.load import Dataset, load
+from pipeline.data.preprocess import Splits, preprocess
 from pipeline.models.build import build, named_weights
-from pipeline.reporting.inputs import save_report_inputs
+from pipeline.reporting.inputs import ReportRequest, save_report_inputs
 from pipeline.tracking import store
-from pipeline.tracking.client import RecorderClient, RunSpec
+from pipeline.tracking.client import RecorderClient
+from pipeline.tracking.protocol import (
+    DatasetInput,
+    DrawReport,
+    DrawSamples,
+    LogDatasets,
+    LogFiles,
+    LogFolder,
+    LogMetrics,
+    LogModel,
+    LogParams,
+    RunSpec,
+)
 from pipeline.tracking.sweep import PARENT_RUN_FILE
-from pipeline.training import devices as distribute
+from pipeline.training import devices
 from pipeline.training.backend import keras, tf
+from pipeline.training.callbacks import EpochsToRecorder, ReportToTrial
 from pipeline.training.evaluate import evaluate
 from pipeline.training.fit import fit, set_threads, steps_per_execution
+from pipeline.training.results import History, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,55 +69,6 @@ class Stopwatch:
     def as_dict(self) -> dict[str, float]:
         out = {f"{step}_seconds": s for step, s in self.seconds.items()}
         return out | {"total_seconds": time.perf_counter() - self.started}
-
-
-class EpochsToRecorder(keras.callbacks.Callback):
-    """Hands each epoch's logs to the recorder (step = epoch number), and stops the job early
-    if the recorder could not open the run in the store."""
-
-    def __init__(self, recorder: RecorderClient) -> None:
-        super().__init__()
-        self.recorder = recorder
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.recorder.metrics(logs or {}, step=epoch + 1)
-        self.recorder.check()
-
-
-class ReportToTrial(keras.callbacks.Callback):
-    """Reports each epoch's validation accuracy to the Optuna trial this job is (set by the
-    `optuna` sweeper in `search.*`), and stops training when the study's pruner says so."""
-
-    def __init__(self, search) -> None:
-        super().__init__()
-        import optuna
-
-        from hydra_plugins.pipeline_optuna.sweeper import IN_MEMORY, make_pruner, make_storage
-
-        if search.storage is None:  # the sweeping process's own memory: jobs it runs itself
-            study = IN_MEMORY.get(search.study)
-            if study is None:
-                log.warning("trial %s: its study is in another process's memory, so it is not "
-                            "pruned (give hydra.sweeper.storage)", search.trial_number)  # fmt: skip
-        else:
-            study = optuna.load_study(
-                study_name=search.study,
-                storage=make_storage(search.storage),
-                pruner=make_pruner(
-                    search.pruner, search.pruner_warmup_epochs, search.pruner_startup_trials
-                ),
-            )
-        self.trial = optuna.trial.Trial(study, search.trial_id) if study is not None else None
-        self.pruned_at: int | None = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_accuracy")
-        if self.trial is None or value is None:
-            return
-        self.trial.report(float(value), step=epoch + 1)
-        if self.trial.should_prune():
-            self.pruned_at = epoch + 1
-            self.model.stop_training = True
 
 
 @contextmanager
@@ -133,7 +98,9 @@ def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str
     return tags
 
 
-def dataset_inputs(conf: Config, num_train: int, num_test: int, split_at: int) -> list[dict]:
+def dataset_inputs(
+    conf: Config, num_train: int, num_test: int, split_at: int
+) -> tuple[DatasetInput, ...]:
     """The run's training, validation and test data as MLflow dataset inputs: each a slice of
     the (limited) training or test arrays, named after it (`mnist-train[:48000]`), its digest
     made of the files' checked SHA-256, the limit and the slice, its source the data folder."""
@@ -150,19 +117,10 @@ def dataset_inputs(conf: Config, num_train: int, num_test: int, split_at: int) -
     for context, part, start, stop in slices:
         images, labels = getattr(files, f"{part}_images"), getattr(files, f"{part}_labels")
         key = f"{images.sha256}:{labels.sha256}:{conf.dataset.limit}:{start}:{stop}"
-        where = f"{start or ''}:{stop}"
-        out.append(
-            {
-                "context": context,
-                "part": part,
-                "start": start,
-                "stop": stop,
-                "name": f"{conf.dataset.name}-{part}[{where}]",
-                "digest": hashlib.sha256(key.encode()).hexdigest()[:10],
-                "source": source,
-            }
-        )
-    return out
+        name = f"{conf.dataset.name}-{part}[{start or ''}:{stop}]"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        out.append(DatasetInput(context, part, start, stop, name, digest, source))
+    return tuple(out)
 
 
 def run(
@@ -222,6 +180,25 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """The job's data: as loaded, as split, and as its run records it."""
+
+    ds: Dataset
+    splits: Splits
+    inputs: tuple[DatasetInput, ...]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The fitted model's history, test metrics and final numbers (the last epoch's, the test
+    set's and the fit's seconds)."""
+
+    history: History
+    metrics: Metrics
+    final: dict[str, float]
+
+
 def _steps(
     conf: Config,
     cfg: DictConfig,
@@ -230,116 +207,155 @@ def _steps(
     output_dir: Path | None,
     overrides: Sequence[str],
 ) -> float:
-    """Set up, load, build, fit, evaluate, record, report: each a step of the stopwatch."""
+    """Set up, load, build, open the run, fit, evaluate, record, report: each a phase, timed."""
     clock = Stopwatch()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with _folder(output_dir) as out:
         with clock("build"):  # a strategy the machine cannot give fails now, before the data
-            set_threads(conf.trainer)
-            distribute.split_cpu(conf.trainer)
-            distribute.check(conf.trainer)
+            _set_up_devices(conf)
         with clock("load"):  # data problems surface here, before anything is recorded
-            ds = load(conf.dataset)
-            splits = preprocess(ds, conf.trainer.validation_split)
-        inputs = dataset_inputs(conf, len(ds.train_y), len(ds.test_y), len(splits.train))
-        tags = _tags(conf, overrides, resolved)
-        # The data the run is chosen by (validation, else test): a champion moves only for a
-        # run measured on the same data.
-        tags["selection_data"] = inputs[1]["digest"]
-        spec = RunSpec(
-            # The recorder may outlive this job's environment (it serves a whole sweep).
-            tracking=replace(conf.tracking, uri=store.resolve_uri(conf.tracking.uri)),
-            experiment=conf.dataset.name,
-            run_name=conf.tracking.run_name,
-            tags=tags,
-            parent_run_id=parent_run_id,
-            params=flatten(resolved),
-        )
+            data = _load(conf)
+        spec = _run_spec(conf, resolved, overrides, parent_run_id, data)
         with clock("build"):  # a strategy the machine cannot give fails here, unrecorded
-            model, replicas = _build(conf, ds, len(splits.train))
-        rec.open(spec)
-        rec.datasets(conf.dataset, inputs)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        rec.files([out / "config.yaml"])
-        rec.folder(out / ".hydra", ".hydra")
-        summary: list[str] = []
-        model.summary(print_fn=lambda line, *a, **k: summary.append(line))
-        (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
-        rec.params({"num_params": model.count_params(), "num_replicas": replicas})
-
-        title = f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}"
-        request = {"config": vars(conf.report), "model": conf.model.name, "title": title}
-        if conf.report.samples:  # drawn by the recorder while the model trains
-            n = conf.report.num_samples
-            rec.samples(out, request, ds.train_x[:n], ds.train_y[:n], ds.class_names)
-
-        # Nothing else runs in this process while the model trains: recording happens in the
-        # recorder process, on the other core.
-        callbacks: list[keras.callbacks.Callback] = [EpochsToRecorder(rec)]
-        if conf.search.trial_id is not None:
-            callbacks.append(ReportToTrial(conf.search))
+            model, replicas = _build(conf, data.ds, len(data.splits.train))
+        request = ReportRequest(
+            config=conf.report,
+            model=conf.model.name,
+            title=f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}",
+        )
+        _open_run(rec, spec, conf, cfg, out, model, replicas, data, request)
         with clock("fit"):
-            history = fit(conf.trainer, model, splits, callbacks)
-        if conf.search.trial_id is not None and callbacks[-1].pruned_at is not None:
-            _pruned(rec, conf, callbacks[-1].pruned_at)
-        with clock("evaluate"):
-            metrics = evaluate(model, splits.test, ds.class_names)
-        final = {k: v[-1] for k, v in history.metrics.items()}
-        final |= {
-            "test_loss": metrics.loss,
-            "test_accuracy": metrics.accuracy,
-            "fit_seconds": history.fit_seconds,
-        }
-
+            trained = _train(conf, rec, model, data)
         with clock("record"):  # metrics, weights and model first: a failed report keeps them
-            rec.metrics({k: final[k] for k in ("test_loss", "test_accuracy", "fit_seconds")})
-            rec.metrics(
-                {
-                    f"test_f1_{name}": metrics.report[name]["f1-score"]
-                    for name in ds.class_names
-                    if name in metrics.report
-                }
-            )
-            weights = named_weights(model)
-            np.savez(out / "weights.npz", **weights)
-            # Per-example results, for McNemar's test between two single runs (compare).
-            np.savez_compressed(
-                out / "predictions.npz",
-                predictions=metrics.predictions.astype(np.uint8),
-                labels=metrics.labels.astype(np.uint8),
-            )
-            (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-            names = ("model_summary.txt", "weights.npz", "predictions.npz", "metrics.json")
-            rec.files([out / name for name in names])
-            if conf.tracking.log_model and conf.tracking.enabled:
-                model.save(out / "model.keras")
-                example = splits.test.x[:5]
-                versions = {
-                    "keras": keras.__version__,
-                    "tensorflow": tf.__version__,
-                    "backend": keras.backend.backend(),
-                }
-                rec.model(out / "model.keras", example, model.predict(example, verbose=0), versions)
-
+            _record(rec, conf, out, model, data, trained)
         with clock("report"):  # drawn by the recorder, from the arrays saved here
-            save_report_inputs(out / REPORT_INPUTS, ds, history, metrics, conf.report.num_samples)
-            request |= {
-                "weights": str(out / "weights.npz"),
-                "settings": flatten(resolved),
-                "final": final,
-            }
-            rec.report(out / REPORT_INPUTS, out, request)
-
+            request = replace(
+                request,
+                weights=str(out / "weights.npz"),
+                settings=flatten(resolved),
+                final=trained.final,
+            )
+            save_report_inputs(
+                out / REPORT_INPUTS, data.ds, trained.history, trained.metrics,
+                conf.report.num_samples,
+            )  # fmt: skip
+            rec.send(DrawReport(str(out / REPORT_INPUTS), str(out), request))
         with clock("recorder"):  # the recorder's remaining work; it raises what failed there
             rec.close("FINISHED")  # (in a sweep, it goes on while the next job trains)
         (out / "timings.json").write_text(json.dumps(clock.as_dict(), indent=2) + "\n")
-
     log.info(
         "done: %s (files in %s)",
-        " ".join(f"{k}={v:.4f}" for k, v in final.items()),
+        " ".join(f"{k}={v:.4f}" for k, v in trained.final.items()),
         output_dir or "a temporary folder",
     )
-    return final.get("val_accuracy", metrics.accuracy)
+    return trained.final.get("val_accuracy", trained.metrics.accuracy)
+
+
+def _set_up_devices(conf: Config) -> None:
+    """TensorFlow's threads and devices, checked against what the machine has."""
+    set_threads(conf.trainer)
+    devices.split_cpu(conf.trainer)
+    devices.check(conf.trainer)
+
+
+def _load(conf: Config) -> Loaded:
+    ds = load(conf.dataset)
+    splits = preprocess(ds, conf.trainer.validation_split)
+    inputs = dataset_inputs(conf, len(ds.train_y), len(ds.test_y), len(splits.train))
+    return Loaded(ds, splits, inputs)
+
+
+def _run_spec(
+    conf: Config,
+    resolved: Mapping,
+    overrides: Sequence[str],
+    parent_run_id: str | None,
+    data: Loaded,
+) -> RunSpec:
+    tags = _tags(conf, overrides, resolved)
+    # The data the run is chosen by (validation, else test): a champion moves only for a run
+    # measured on the same data.
+    tags["selection_data"] = data.inputs[1].digest
+    return RunSpec(
+        # The recorder may outlive this job's environment (it serves a whole sweep).
+        tracking=replace(conf.tracking, uri=store.resolve_uri(conf.tracking.uri)),
+        experiment=conf.dataset.name,
+        run_name=conf.tracking.run_name,
+        tags=tags,
+        parent_run_id=parent_run_id,
+        params=flatten(resolved),
+    )
+
+
+def _open_run(rec, spec, conf, cfg, out, model, replicas, data: Loaded, request) -> None:
+    """Open the run and give it what is known before training: data, config, model summary,
+    and the samples figure (drawn by the recorder while the model trains)."""
+    rec.open(spec)
+    rec.send(LogDatasets(conf.dataset, data.inputs))
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    rec.send(LogFiles((str(out / "config.yaml"),)))
+    rec.send(LogFolder(str(out / ".hydra"), ".hydra"))
+    summary: list[str] = []
+    model.summary(print_fn=lambda line, *a, **k: summary.append(line))
+    (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
+    rec.send(LogParams({"num_params": model.count_params(), "num_replicas": replicas}))
+    if conf.report.samples:
+        n = conf.report.num_samples
+        ds = data.ds
+        rec.send(DrawSamples(str(out), request, ds.train_x[:n], ds.train_y[:n], ds.class_names))
+
+
+def _train(conf: Config, rec: RecorderClient, model: keras.Model, data: Loaded) -> Trained:
+    """Fit, then evaluate on the test set; a trial the search pruned ends here."""
+    # Nothing else runs in this process while the model trains: recording happens in the
+    # recorder process, on the other core.
+    callbacks: list[keras.callbacks.Callback] = [EpochsToRecorder(rec)]
+    if conf.search.trial_id is not None:
+        callbacks.append(ReportToTrial(conf.search))
+    history = fit(conf.trainer, model, data.splits, callbacks)
+    trial = next((cb for cb in callbacks if isinstance(cb, ReportToTrial)), None)
+    if trial is not None and trial.pruned_at is not None:
+        _pruned(rec, conf, trial.pruned_at)
+    metrics = evaluate(model, data.splits.test, data.ds.class_names)
+    final = {k: v[-1] for k, v in history.metrics.items()}
+    final |= {
+        "test_loss": metrics.loss,
+        "test_accuracy": metrics.accuracy,
+        "fit_seconds": history.fit_seconds,
+    }
+    return Trained(history, metrics, final)
+
+
+def _record(rec, conf: Config, out: Path, model, data: Loaded, trained: Trained) -> None:
+    """The run's test metrics, weights, per-example predictions and the model."""
+    final, metrics = trained.final, trained.metrics
+    rec.send(LogMetrics({k: final[k] for k in ("test_loss", "test_accuracy", "fit_seconds")}))
+    f1 = {
+        f"test_f1_{name}": metrics.report[name]["f1-score"]
+        for name in data.ds.class_names
+        if name in metrics.report
+    }
+    rec.send(LogMetrics(f1))
+    np.savez(out / "weights.npz", **named_weights(model))
+    # Per-example results, for McNemar's test between two single runs (compare).
+    np.savez_compressed(
+        out / "predictions.npz",
+        predictions=metrics.predictions.astype(np.uint8),
+        labels=metrics.labels.astype(np.uint8),
+    )
+    (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+    names = ("model_summary.txt", "weights.npz", "predictions.npz", "metrics.json")
+    rec.send(LogFiles(tuple(str(out / name) for name in names)))
+    if conf.tracking.log_model and conf.tracking.enabled:
+        model.save(out / "model.keras")
+        example = data.splits.test.x[:5]
+        versions = {
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+            "backend": keras.backend.backend(),
+        }
+        output = model.predict(example, verbose=0)
+        rec.send(LogModel(str(out / "model.keras"), example, output, versions))
 
 
 def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
@@ -347,7 +363,7 @@ def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
     # Keras' global state from an earlier job in this process (a sweep) goes; a full garbage
     # collection on top would cost about a second a job with TensorFlow loaded.
     keras.backend.clear_session(free_memory=False)
-    strategy = distribute.strategy(conf.trainer)
+    strategy = devices.strategy(conf.trainer)
     keras.utils.set_random_seed(conf.seed)
     tf.config.experimental.enable_op_determinism()
     with strategy.scope():  # the model's variables live on every replica
