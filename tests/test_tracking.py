@@ -9,9 +9,10 @@ from pipeline.config.naming import flatten
 from pipeline.config.schema import TrackingConfig
 from pipeline.errors import TrackingError
 from pipeline.tracking import store
-from pipeline.tracking.client import RecorderClient, RunSpec
+from pipeline.tracking.client import RecorderClient
+from pipeline.tracking.protocol import RunSpec
 from pipeline.training.backend import keras
-from pipeline.training.job import EpochsToRecorder
+from pipeline.training.callbacks import EpochsToRecorder
 from tests.helpers import run_main
 
 
@@ -96,12 +97,13 @@ def test_long_run_names_and_tags_fit_the_store():
 
 
 def test_make_ui_prints_each_experiments_runs_view(isolated_tracking, capsys):
-    from pipeline.cli import ui as links
+    from pipeline.cli import ui
+    from pipeline.tracking import links
 
-    assert links.main(["http://127.0.0.1:5999"]) == 0
+    assert ui.main(["http://127.0.0.1:5999"]) == 0
     assert "no runs yet" in capsys.readouterr().out
     experiment = store.setup(TrackingConfig(uri=isolated_tracking), "mnist")
-    assert links.main(["http://127.0.0.1:5999"]) == 0
+    assert ui.main(["http://127.0.0.1:5999"]) == 0
     assert capsys.readouterr().out == (
         f"mnist: http://127.0.0.1:5999/#/experiments/{experiment}/runs?workflowType=machine_learning\n"
     )
@@ -119,3 +121,30 @@ def test_a_relative_sqlite_uri_is_taken_from_the_working_directory(tmp_path, mon
     assert resolve_uri("http://host:5000") == "http://host:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
     assert resolve_uri(None) == f"sqlite:///{tmp_path / 'env.db'}"
+
+
+def test_every_record_has_one_handler_in_the_recorder_and_travels_whole():
+    import dataclasses
+    import pickle
+
+    from pipeline.tracking import protocol, recorder
+
+    assert set(recorder.HANDLERS) == set(protocol.RUN_RECORDS)
+    assert set(recorder.STAGES) == set(protocol.RUN_RECORDS)
+    assert recorder.STAGES[protocol.DrawReport] == "report"
+    assert recorder.STAGES[protocol.LogModel] == "recording (model)"
+    record = protocol.LogMetrics({"loss": 0.5}, step=3)
+    assert pickle.loads(pickle.dumps(record)) == record
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.step = 4  # type: ignore[misc]
+
+
+def test_the_client_sends_records_only(isolated_tracking):
+    from pipeline.tracking.protocol import CloseRun
+
+    rec = RecorderClient()
+    with pytest.raises(TypeError, match="not a record for the run: CloseRun"):
+        rec.send(CloseRun(rec.job, "FINISHED"))
+    with pytest.raises(TypeError, match="tuple"):
+        rec.send(("metrics", {"loss": 1.0}, 1))
+    rec.close("KILLED")

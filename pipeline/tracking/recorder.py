@@ -17,12 +17,28 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from pipeline.reporting.render import draw_report, draw_samples, warm_up
 from pipeline.tracking.keras_model import log_keras_file
+from pipeline.tracking.protocol import (
+    CloseRun,
+    DrawReport,
+    DrawSamples,
+    LogDatasets,
+    LogFiles,
+    LogFolder,
+    LogMetrics,
+    LogModel,
+    LogParams,
+    OpenRun,
+    RunClosed,
+    RunOpened,
+    StoreRefused,
+    Sync,
+    Synced,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +53,22 @@ def _one_line(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc)
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(exc).__name__}: {first}"
+
+
+# Each record's handler (a method of _Run) and the stage a failure of it is reported as.
+HANDLERS: dict[type, Callable] = {}
+STAGES: dict[type, str] = {}
+
+
+def handles(kind: type, stage: str | None = None) -> Callable[[Callable], Callable]:
+    """Register the decorated method of _Run as the handler of records of type `kind`."""
+
+    def register(method: Callable) -> Callable:
+        HANDLERS[kind] = method
+        STAGES[kind] = stage or f"recording ({method.__name__})"
+        return method
+
+    return register
 
 
 class _Run:
@@ -83,67 +115,84 @@ class _Run:
     def active(self) -> bool:
         return self.run_id is not None
 
-    def datasets(self, dataset_cfg, inputs: list[dict]) -> None:
+    def handle(self, record) -> None:
+        """Do what `record` (one of protocol.RUN_RECORDS) asks of the open run."""
+        HANDLERS[type(record)](self, record)
+
+    @handles(LogDatasets)
+    def datasets(self, record: LogDatasets) -> None:
         if not self.active:
             return
         import mlflow
 
         from pipeline.data.load import load
 
-        ds = load(dataset_cfg)  # read once per process, as in the trainer
-        for item in inputs:
-            x = getattr(ds, f"{item['part']}_x")[item["start"] : item["stop"]]
-            y = getattr(ds, f"{item['part']}_y")[item["start"] : item["stop"]]
+        ds = load(record.dataset)  # read once per process, as in the trainer
+        for item in record.inputs:
+            x = getattr(ds, f"{item.part}_x")[item.start : item.stop]
+            y = getattr(ds, f"{item.part}_y")[item.start : item.stop]
             with warnings.catch_warnings():  # "will assume … a LocalArtifactDatasetSource"
                 warnings.simplefilter("ignore")
                 dataset = mlflow.data.from_numpy(
-                    x, targets=y, source=item["source"], name=item["name"], digest=item["digest"]
+                    x, targets=y, source=item.source, name=item.name, digest=item.digest
                 )
-            mlflow.log_input(dataset, context=item["context"])
+            mlflow.log_input(dataset, context=item.context)
 
-    def params(self, params: Mapping[str, Any]) -> None:
+    @handles(LogParams)
+    def params(self, record: LogParams) -> None:
         if self.active:
             import mlflow
 
-            mlflow.log_params(dict(params))
+            mlflow.log_params(dict(record.params))
 
-    def metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    @handles(LogMetrics)
+    def metrics(self, record: LogMetrics) -> None:
         if self.active:
             import mlflow
 
-            mlflow.log_metrics(dict(metrics), step=step)
-            self.latest |= metrics
+            mlflow.log_metrics(dict(record.metrics), step=record.step)
+            self.latest |= record.metrics
 
-    def files(self, paths, folder: str | None = None) -> None:
+    @handles(LogFiles)
+    def files(self, record: LogFiles) -> None:
         if self.active:
             import mlflow
 
-            for path in paths:
+            for path in record.paths:
                 if Path(path).is_file():
-                    mlflow.log_artifact(path, artifact_path=folder)
+                    mlflow.log_artifact(path, artifact_path=record.folder)
 
-    def folder(self, local_dir: str, folder: str) -> None:
-        if self.active and Path(local_dir).is_dir():
+    @handles(LogFolder)
+    def folder(self, record: LogFolder) -> None:
+        if self.active and Path(record.local_dir).is_dir():
             import mlflow
 
-            mlflow.log_artifacts(local_dir, folder)
+            mlflow.log_artifacts(record.local_dir, record.folder)
 
-    def model(self, saved: str, example_in, example_out, versions: dict) -> None:
+    @handles(LogModel)
+    def model(self, record: LogModel) -> None:
         if self.active:
-            log_keras_file(Path(saved), example_in, example_out, versions)
+            log_keras_file(
+                Path(record.saved), record.example_in, record.example_out, record.versions
+            )
             self.model_logged = True
 
-    def samples(self, out_dir: str, request: dict, images, labels, class_names) -> None:
-        self.drawn = draw_samples(Path(out_dir), request, images, labels, class_names)
+    @handles(DrawSamples, stage="report")
+    def samples(self, record: DrawSamples) -> None:
+        self.drawn = draw_samples(
+            Path(record.out_dir), record.request, record.images, record.labels, record.class_names
+        )
 
-    def report(self, inputs: str, out_dir: str, request: dict) -> None:
+    @handles(DrawReport, stage="report")
+    def report(self, record: DrawReport) -> None:
+        out = Path(record.out_dir)
         try:
-            written = draw_report(Path(inputs), Path(out_dir), request, self.drawn)
+            written = draw_report(Path(record.inputs), out, record.request, self.drawn)
         finally:
-            Path(inputs).unlink(missing_ok=True)  # the arrays were only for the figures
+            Path(record.inputs).unlink(missing_ok=True)  # the arrays were only for the figures
         if self.active:
-            self.folder(str(Path(out_dir) / "plots"), "plots")
-            self.files([str(p) for p in written])
+            self.folder(LogFolder(str(out / "plots"), "plots"))
+            self.files(LogFiles(tuple(str(p) for p in written)))
 
     def close(self, status: str, error: str | None, tags: Mapping[str, str]) -> None:
         if not self.active:
@@ -202,45 +251,47 @@ def serve(conn) -> None:
 
     parent_pid = os.getppid()
     run = _Run(enabled=False)
-    job = None  # the number of the job whose run is open, carried by each reply to it
     while True:
         try:
-            message = conn.recv()
+            record = conn.recv()
         except (EOFError, OSError):
             # The training process is gone; if a run is open, it never closed it.
             if run.active:
                 run.close("FAILED", DIED.format(pid=parent_pid), {})
             return
-        kind, args = message[0], message[1:]
-        if kind == "sync":  # everything sent before is done
-            conn.send(("synced", *args))
-        elif kind == "open":
-            spec, enabled, job = args
-            run = _Run(enabled)
-            try:
-                conn.send(("opened", job, run.open(spec)))
-            except Exception as exc:
-                conn.send(("store_error", job, f"tracking store: {_one_line(exc)}"))
-        elif kind == "close":
-            job, *args = args  # (a job that failed before it opened a run closes too)
-            try:
-                run.close(*args)
-            except Exception as exc:
-                log.error("closing the run failed: %s", _one_line(exc))
-                run.failure = run.failure or ("recording (close)", _one_line(exc))
-            finally:
-                with contextlib.suppress(OSError):
-                    conn.send(("closed", job, run.failure))
-            run = _Run(enabled=False)
-        else:
-            try:
-                getattr(run, kind)(*args)
-            except Exception as exc:
-                # The run goes on: later records are kept, and its end says what failed.
-                stage = "report" if kind in ("report", "samples") else f"recording ({kind})"
-                log.error("%s failed: %s\n%s", stage, _one_line(exc), traceback.format_exc())
-                if run.failure is None:
-                    run.failure = (stage, _one_line(exc))
+        run = _receive(conn, run, record)
+
+
+def _receive(conn, run: _Run, record) -> _Run:
+    """Act on one record; return the run the next records are for."""
+    if isinstance(record, Sync):  # everything sent before is done
+        conn.send(Synced(record.token))
+    elif isinstance(record, OpenRun):
+        run = _Run(record.enabled)
+        try:
+            conn.send(RunOpened(record.job, run.open(record.spec)))
+        except Exception as exc:
+            conn.send(StoreRefused(record.job, f"tracking store: {_one_line(exc)}"))
+    elif isinstance(record, CloseRun):  # (a job that failed before it opened a run closes too)
+        try:
+            run.close(record.status, record.error, record.tags)
+        except Exception as exc:
+            log.error("closing the run failed: %s", _one_line(exc))
+            run.failure = run.failure or ("recording (close)", _one_line(exc))
+        finally:
+            with contextlib.suppress(OSError):
+                conn.send(RunClosed(record.job, run.failure))
+        run = _Run(enabled=False)
+    else:
+        try:
+            run.handle(record)
+        except Exception as exc:
+            # The run goes on: later records are kept, and its end says what failed.
+            stage = STAGES[type(record)]
+            log.error("%s failed: %s\n%s", stage, _one_line(exc), traceback.format_exc())
+            if run.failure is None:
+                run.failure = (stage, _one_line(exc))
+    return run
 
 
 if __name__ == "__main__":  # started by client._Process with its end of a socket pair
