@@ -325,8 +325,8 @@ def test_cli_prints_the_table_and_the_verdicts(three_runs, tmp_path, capsys):
         assert (tmp_path / "cmp" / name).stat().st_size > 0
 
 
-def test_cli_names_what_is_missing(tmp_path, caplog):
+def test_cli_names_what_is_missing(tmp_path, capsys):
     assert compare_cli.main(["no-such-experiment", "--out", str(tmp_path)]) == 1
-    assert "no experiment named 'no-such-experiment'" in caplog.text
+    assert "error: no experiment named 'no-such-experiment'" in capsys.readouterr().err
     assert compare_cli.main(["--out", str(tmp_path)]) == 1
-    assert "no sweep found" in caplog.text
+    assert "error: no sweep found" in capsys.readouterr().err

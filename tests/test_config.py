@@ -1,6 +1,7 @@
 import itertools
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -202,31 +203,84 @@ def test_long_run_names_are_capped_readably():
     assert name.startswith("ann-adam limit=1000 limit=1001")
 
 
+def options(group: str) -> str:
+    """A config group's options as Hydra lists them: sorted, comma-separated."""
+    return ", ".join(sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml")))
+
+
 @pytest.mark.parametrize(
-    ("message", "guess"),
+    ("overrides", "line", "guess"),
     [
         (
-            "Could not override 'trainer.epoch'; Key 'epoch' not in 'TrainerConfig'",
-            "trainer.epochs",
-        ),
-        ("Could not override 'optimizer.learning_rat'; Key …", "optimizer.learning_rate"),
-        ("Could not override 'modle'; Key 'modle' not in 'Config'", "model"),
-        ("Could not delete from config. 'trainer.bach_size' does not exist", "trainer.batch_size"),
-        (
-            "In 'config': Could not find 'model/lineer'; Available options in 'model': ann, linear",
+            ["model=lineer"],
+            "In 'config': Could not find 'model/lineer'; Available options in 'model': {model}"
+            "; did you mean model=linear?",
             "model=linear",
         ),
-        ("Could not override 'completely_else'; Key …", None),
         (
-            "In 'config': Could not find 'model/cnn'; Available options in 'model': ann, linear",
+            ["model=transformer"],
+            "In 'config': Could not find 'model/transformer'; "
+            "Available options in 'model': {model}",
+            None,
+        ),
+        (
+            ["trainer.epoch=1"],
+            "Could not override 'trainer.epoch'; Key 'epoch' not in 'TrainerConfig'"
+            "; did you mean trainer.epochs?",
+            "trainer.epochs",
+        ),
+        (
+            ["optimizer.learning_rat=0.1"],
+            "Could not override 'optimizer.learning_rat'; "
+            "Key 'learning_rat' not in 'OptimizerConfig'; did you mean optimizer.learning_rate?",
+            "optimizer.learning_rate",
+        ),
+        (
+            ["modle=ann"],
+            "Could not override 'modle'; Key 'modle' not in 'Config'; did you mean model?",
+            "model",
+        ),
+        (
+            ["completely_else=1"],
+            "Could not override 'completely_else'; Key 'completely_else' not in 'Config'",
+            None,
+        ),
+        # A bad value of a real key: no guess, which would name the key itself.
+        (
+            ["trainer.epochs=abc"],
+            "Error merging override trainer.epochs=abc; "
+            "Value 'abc' of type 'str' could not be converted to Integer",
+            None,
+        ),
+        (
+            ["trainer.epochs=[1"],
+            "Could not parse 'trainer.epochs=[1': no viable alternative at input '[1'",
+            None,
+        ),
+        (
+            ["hydra.job.nme=x"],
+            "Could not override 'hydra.job.nme'; Key 'nme' not in 'JobConf'",
             None,
         ),
     ],
 )
-def test_a_misspelled_key_or_option_gets_a_did_you_mean(message, guess):
-    from pipeline.cli.train import did_you_mean
+def test_a_composition_error_is_one_line_with_a_did_you_mean(overrides, line, guess):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    assert did_you_mean(message) == guess
+    from pipeline.cli.failure import did_you_mean, one_line
+
+    with pytest.raises((HydraException, OmegaConfBaseException)) as info:
+        make_config(overrides)
+    assert one_line(info.value) == line.format(model=options("model"))
+    assert did_you_mean(info.value) == guess
+
+
+def test_a_user_error_is_one_line_on_stderr_and_exit_code_1(capsys):
+    from pipeline.cli.failure import fail
+
+    assert fail(ConfigError("trainer.epochs=0: must be at least 1.\n(see --cfg job)")) == 1
+    assert capsys.readouterr().err == "error: trainer.epochs=0: must be at least 1\n"
 
 
 def test_known_keys_are_the_schemas():
@@ -240,14 +294,17 @@ def test_known_keys_are_the_schemas():
 
 
 def test_an_option_of_a_preset_group_must_exist():
-    from pipeline.cli.train import did_you_mean, one_line
+    from pipeline.cli.failure import did_you_mean, one_line
 
     make_config(["experiment=study", "hparams_search=optuna"])
     # Hydra would skip a missing option of an `optional` group without a word.
     with pytest.raises(ConfigCompositionException) as info:
         make_config(["experiment=studdy"])
-    assert "experiment/studdy" in one_line(info.value)
-    assert did_you_mean(one_line(info.value)) == "experiment=study"
+    assert one_line(info.value) == (
+        "In 'config': Could not find 'experiment/studdy'; Available options in 'experiment': "
+        f"{options('experiment')}; did you mean experiment=study?"
+    )
+    assert did_you_mean(info.value) == "experiment=study"
 
 
 @pytest.mark.cli

@@ -1,12 +1,9 @@
-"""Runs side by side, grouped by configuration: ``python -m pipeline.compare [TARGET ...]``.
+"""``python -m pipeline.compare [TARGET ...]``: runs side by side, grouped by configuration.
 
 TARGET is an experiment name or a sweep's parent run id; with none, the most recent sweep in the
-store. Runs that differ only in seed form one group (their `config_key` tag): each group gets
-its mean, spread and confidence interval, and each pair of groups that differ in one setting
-gets a verdict with a test (paired t-test over matching seeds, Welch's t-test otherwise,
-McNemar's exact test between two single runs) and Holm-adjusted p-values. Writes
-comparison.md/.csv (the groups), verdicts.md/.json, comparison_curves.png and one
-self-contained comparison.html into --out, and prints the table and the verdicts.
+store. Writes comparison.md/.csv (the groups), verdicts.md/.json, comparison_curves.png and one
+self-contained comparison.html into --out, and prints the table and the verdicts (see
+`pipeline.analysis.compare`).
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.analysis.compare import RUN_ID, compare, write
+from pipeline.cli.failure import fail
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -62,8 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loader = runs.prediction_loader(args.tracking_uri)
         comparison = compare(records, loader, failed)
     except PipelineError as exc:
-        log.error("error: %s", exc)
-        return 1
+        return fail(exc)
     paths = write(comparison, args.out)
     sys.stdout.write(comparison.markdown + "\n" + comparison.verdicts_markdown)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))

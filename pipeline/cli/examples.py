@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cli.failure import fail
 from pipeline.errors import PipelineError
 
 SCALE = 4  # 28x28 -> 112x112
@@ -71,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = write_examples(args.dataset, args.folder, args.count)
     except PipelineError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
+        return fail(exc)
     print(f"wrote {len(written)} images to {args.folder}: {', '.join(p.name for p in written)}")
     return 0
 

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.cli.failure import fail
 from pipeline.errors import PipelineError
 from pipeline.serving.classifier import figure, load_classifier, predict_files, top
 from pipeline.serving.prepare import image_files
@@ -48,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         files, images, probs = predict_files(classifier, args.images)
     except PipelineError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
+        return fail(exc)
     for path, p in zip(files, probs, strict=True):
         best = top(p, classifier.class_names)
         if args.json:

@@ -2,8 +2,8 @@
 
 Kept thin so that ``--help`` and ``--cfg job`` answer without importing TensorFlow or MLflow.
 Errors a user can fix (a bad override, bad data, an unreachable store) are reported on one
-line with exit code 1; ``HYDRA_FULL_ERROR=1`` shows the full traceback instead. Ctrl-C and
-SIGTERM end the job with exit code 130, its MLflow run marked KILLED.
+line with exit code 1 (`pipeline.cli.failure`); ``HYDRA_FULL_ERROR=1`` shows the full traceback
+instead. Ctrl-C and SIGTERM end the job with exit code 130, its MLflow run marked KILLED.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config.naming import CLOSE_ENOUGH
-from pipeline.config.schema import CONF_DIR, known_keys, register, to_config
+from pipeline.cli.failure import fail
+from pipeline.config.schema import CONF_DIR, register, to_config
 from pipeline.errors import PipelineError, SweepAborted
 from pipeline.tracking import interrupts
 
@@ -52,8 +52,7 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN or _full_error():
             raise
         _drop_unused_folder()
-        sys.stderr.write(f"error: {exc}\n")
-        sys.exit(1)
+        sys.exit(fail(exc))
 
 
 def _drop_unused_folder() -> None:
@@ -81,56 +80,6 @@ def _full_error() -> bool:
     return os.environ.get("PIPELINE_USER_FULL_ERROR") == "1"
 
 
-def one_line(exc: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line messages as one line, without search paths."""
-    text = str(exc)
-    if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in text:
-        text += "\n" + str(exc.__cause__)
-    parts: list[str] = []
-    options: list[str] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith(("Config search path", "See https://hydra.cc")):
-            break
-        # Hydra's hint to append with `+` would add a key that nothing reads.
-        skip = ("full_key:", "object_type=", "reference_type=", "To append to your config")
-        if not line or line.startswith(skip):
-            continue
-        if raw.startswith("\t") and parts and parts[-1].startswith("Available options"):
-            options.append(line)
-            continue
-        parts.append(line.rstrip("."))
-    if options:
-        idx = next(i for i, p in enumerate(parts) if p.startswith("Available options"))
-        parts[idx] = f"{parts[idx]} {', '.join(options)}"
-    message = "; ".join(parts)
-    guess = did_you_mean(message)
-    return f"{message}; did you mean {guess}?" if guess else message
-
-
-def did_you_mean(message: str) -> str | None:
-    """The option or key closest to a misspelled one in Hydra's message, if one is close:
-    `model=linear` for "Could not find 'model/lineer'", `trainer.epochs` for "Could not
-    override 'trainer.epoch'"."""
-    import difflib
-    import re
-
-    found = re.search(
-        r"Could not find '([\w/]+)/([^']+)'.*?Available options in '[^']+': ([^;]+)", message
-    )
-    if found:
-        group, wrong, options = found.groups()
-        choices = [o.strip() for o in options.split(",")]
-        close = difflib.get_close_matches(wrong, choices, n=1, cutoff=CLOSE_ENOUGH)
-        return f"{group}={close[0]}" if close else None
-    found = re.search(r"Could not (?:override|delete from config\.) '([^']+)'", message)
-    if found and not found.group(1).startswith("hydra."):
-        keys = known_keys() + [p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()]
-        close = difflib.get_close_matches(found.group(1), keys, n=1, cutoff=CLOSE_ENOUGH)
-        return close[0] if close else None
-    return None
-
-
 def cli() -> None:
     """Hydra's main, with a user's errors on one line and interruptions closing the runs."""
     from pipeline.tracking.sweep import close_open_parents
@@ -154,14 +103,12 @@ def cli() -> None:
         close_open_parents("FAILED")
         if _full_error():
             raise exc.error from None
-        sys.stderr.write(f"error: {exc.error}\n")
-        sys.exit(1)
+        sys.exit(fail(exc.error))
     except (PipelineError, HydraException, OmegaConfBaseException) as exc:
         close_open_parents("FAILED")
         if _full_error():
             raise
-        sys.stderr.write(f"error: {one_line(exc)}\n")
-        sys.exit(1)
+        sys.exit(fail(exc))
     except BaseException:
         close_open_parents("FAILED")
         raise

@@ -50,10 +50,6 @@ def settings(flat: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-# How alike a misspelled key or option and a real one must be (difflib's ratio) to be offered:
-# `lineer` -> `linear` (0.83), but not `cnn` -> `ann` (0.67).
-CLOSE_ENOUGH = 0.7
-
 # Short forms of the keys most often overridden, for run names.
 SHORT_KEYS = {
     "optimizer.learning_rate": "lr",
