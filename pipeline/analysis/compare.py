@@ -1,12 +1,10 @@
-"""Runs side by side, grouped by configuration: ``python -m pipeline.compare [TARGET ...]``.
+"""Runs side by side, grouped by configuration, with verdicts.
 
-TARGET is an experiment name or a sweep's parent run id; with none, the most recent sweep in the
-store. Runs that differ only in seed form one group (their `config_key` tag): each group gets
-its mean, spread and confidence interval, and each pair of groups that differ in one setting
-gets a verdict with a test (paired t-test over matching seeds, Welch's t-test otherwise,
-McNemar's exact test between two single runs) and Holm-adjusted p-values. Writes
-comparison.md/.csv (the groups), verdicts.md/.json, comparison_curves.png and one
-self-contained comparison.html into --out, and prints the table and the verdicts.
+Runs that differ only in seed form one group (their `config_key` tag): each group gets its
+mean, spread and confidence interval, and each pair of groups that differ in one setting gets a
+verdict with a test (paired t-test over matching seeds, Welch's t-test otherwise, McNemar's
+exact test between two single runs) and Holm-adjusted p-values. `write` puts the tables, the
+verdicts, the curves and one self-contained page into a folder.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pipeline.analysis import stats
-from pipeline.config.naming import config_key, settings
+from pipeline.config.naming import config_key, settings, short_key
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +34,6 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 METRICS = ("test_accuracy", "val_accuracy", "test_loss", "val_loss")
 # Config groups: choosing another one changes all its keys, which count as one setting.
 CONFIG_GROUPS = ("model", "optimizer", "dataset")
-SHORT = {
-    "optimizer.learning_rate": "lr",
-    "trainer.batch_size": "bs",
-    "trainer.epochs": "epochs",
-    "trainer.validation_split": "val",
-    "model.hidden_units": "units",
-    "dataset.limit": "limit",
-}
 SIGNIFICANCE = 0.05
 NO_VERDICT = "no two configurations differ in exactly one setting"
 # (predicted labels, true labels) of one run's test set, or None when not stored.
@@ -145,7 +135,7 @@ def _varying(configs: Sequence[Mapping[str, str]]) -> set[str]:
 def _value(setting: str, s: Mapping[str, str]) -> str:
     if setting in CONFIG_GROUPS:
         return s.get(f"{setting}.name", "?")
-    return f"{SHORT.get(setting, setting.rsplit('.', 1)[-1])}={s.get(setting, '-')}"
+    return f"{short_key(setting)}={s.get(setting, '-')}"
 
 
 def _label(s: Mapping[str, str], varying: set[str]) -> str:

@@ -50,7 +50,7 @@ def settings(flat: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-# Short forms of the keys most often overridden, for run names.
+# Short forms of the keys most often overridden, in run names and comparison labels alike.
 SHORT_KEYS = {
     "optimizer.learning_rate": "lr",
     "trainer.batch_size": "bs",
@@ -66,6 +66,11 @@ UNNAMED_PREFIXES = ("hydra", "dataset.files.", "dataset.dirname")
 MAX_NAME_CHARS = 60
 
 
+def short_key(key: str) -> str:
+    """The short form of a config key: `lr` for optimizer.learning_rate, else its last part."""
+    return SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
+
+
 def run_name(base: str, overrides: list[str] | tuple[str, ...]) -> str:
     """`base` followed by the overrides that set the run apart, in short form, e.g.
     `linear-sgd lr=0.1 bs=128 seed=3`: every `key=value` that changes what is learnt (or the
@@ -76,7 +81,7 @@ def run_name(base: str, overrides: list[str] | tuple[str, ...]) -> str:
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or key.startswith(UNNAMED_PREFIXES) or key in UNNAMED_GROUPS:
             continue
-        word = f"{SHORT_KEYS.get(key, key.rsplit('.', 1)[-1])}={_short_value(value)}"
+        word = f"{short_key(key)}={_short_value(value)}"
         if key == "seed":
             seed = [word]  # last: runs of one configuration differ there
         elif settings({key: value}):

@@ -220,19 +220,16 @@ class _Run:
 
     def _register(self) -> None:
         """A single run asked to be registered (`tracking.register=true`)."""
-        from pipeline.tracking.registry import register
+        from pipeline.tracking import registry
 
-        try:
-            message = register(
-                self.run_id,
-                self.spec.tags.get("dataset", self.spec.experiment),
-                self.latest,
-                self.spec.tags,
-                {k: str(v) for k, v in self.spec.params.items()},
-            )
-            log.info("%s", message)
-        except Exception as exc:  # the run is recorded; only its registration failed
-            log.error("registering the model failed: %s", _one_line(exc))
+        registry.register_run(
+            self.run_id,
+            self.name,
+            self.spec.tags.get("dataset", self.spec.experiment),
+            self.latest,
+            self.spec.tags,
+            {k: str(v) for k, v in self.spec.params.items()},
+        )
 
 
 def serve(conn) -> None:

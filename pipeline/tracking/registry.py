@@ -44,6 +44,54 @@ def best_run(records) -> object | None:
     return max(scored, key=lambda item: item[0][1])[1]
 
 
+def register_run(
+    run_id: str,
+    name: str,
+    dataset: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    params: Mapping[str, str],
+) -> str | None:
+    """Register one run (see `register`) and log what became of it; a failure is logged, not
+    raised, for the run (or sweep) stands without its registration.
+
+    Args:
+        name: the run's name, for the log line.
+
+    Returns:
+        The line `register` returns, or None when registering failed.
+    """
+    try:
+        message = register(run_id, dataset, metrics, tags, params)
+    except Exception as exc:  # the run is recorded; only its registration failed
+        text = getattr(exc, "message", None) or str(exc)
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        log.warning("registering %s failed: %s: %s", name, type(exc).__name__, first)
+        return None
+    log.info("%s (run %s)", message, name)
+    return message
+
+
+def register_best(records) -> list[str]:
+    """Register the best finished run of each dataset among `records` (RunRecords of a sweep's
+    children), each through `register_run`.
+
+    Returns:
+        The line of each registration that succeeded.
+    """
+    messages = []
+    for dataset in sorted({r.tags.get("dataset", "") for r in records}):
+        best = best_run([r for r in records if r.tags.get("dataset") == dataset])
+        if best is None:
+            continue
+        message = register_run(
+            best.run_id, best.name, dataset, best.metrics, best.tags, best.params
+        )
+        if message is not None:
+            messages.append(message)
+    return messages
+
+
 def register(
     run_id: str,
     dataset: str,

@@ -173,99 +173,29 @@ class MlflowSweepCallback(Callback):
         atexit.register(self.close, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from pipeline.tracking import sweep_results
+
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            records = self._log_comparison(sweep_dir / "comparison")
-            self._log_search_result(sweep_dir / SEARCH_RESULT_FILE, records)
+            records = self._compare(sweep_dir / "comparison")
+            if self.run_id is not None:
+                sweep_results.log_search_result(
+                    self.run_id, sweep_dir / SEARCH_RESULT_FILE, records
+                )
         finally:
             self.close("FINISHED")
 
-    def _log_comparison(self, out_dir: Path) -> list[RunRecord]:
-        """Compare the sweep's children and log the comparison to the parent run."""
-        from pipeline.analysis import compare
-        from pipeline.tracking import parents, runs
+    def _compare(self, out_dir: Path) -> list[RunRecord]:
+        """Log the comparison of the finished children to the parent run, then register the
+        best of each dataset (`tracking.register`, on unless false for a sweep)."""
+        from pipeline.tracking import registry, sweep_results
 
         if self.run_id is None:
             return []
-        client.wait_for_recorder()  # the last jobs' runs close before they are read back
-        records = runs.fetch_runs(self.uri, parent_run_id=self.run_id)
-        failed = runs.unfinished_children(self.uri, self.run_id)
-        if not records:
-            log.warning("no finished child runs to compare (%d did not finish)", failed)
-            return []
-        comparison = compare.compare(records, runs.prediction_loader(self.uri), failed)
-        paths = compare.write(comparison, out_dir)
-        parents.log_files(paths, self.run_id, "comparison")
-        parents.log_to_run(self.run_id, metrics=comparison.parent_metrics())
-        log.info(
-            "comparison of %d run%s in %d configuration%s logged to the parent run, written to %s",
-            len(records),
-            "" if len(records) == 1 else "s",
-            len(comparison.groups),
-            "" if len(comparison.groups) == 1 else "s",
-            out_dir,
-        )
-        for verdict in comparison.verdicts:
-            log.info("%s", verdict.sentence)
-        for note in comparison.notes:
-            log.info("%s", note)
-        self._register(records)
+        records = sweep_results.log_comparison(self.uri, self.run_id, out_dir)
+        if records and self.register is not False and self.log_model:
+            registry.register_best(records)
         return records
-
-    def _register(self, records: list[RunRecord]) -> None:
-        """Register the best finished child of each dataset (`tracking.register`, on unless
-        false for a sweep), and move each dataset's champion if it beats it."""
-        from pipeline.tracking import registry
-
-        if self.register is False or not self.log_model:
-            return
-        for dataset in sorted({r.tags.get("dataset", "") for r in records}):
-            best = registry.best_run([r for r in records if r.tags.get("dataset") == dataset])
-            if best is None:
-                continue
-            try:
-                message = registry.register(
-                    best.run_id, dataset, best.metrics, best.tags, best.params
-                )
-            except Exception as exc:  # the sweep and its comparison stand
-                log.warning("registering %s failed: %s: %s", best.name, type(exc).__name__, exc)
-                continue
-            log.info("%s (run %s)", message, best.name)
-
-    def _log_search_result(self, path: Path, records: list[RunRecord]) -> None:
-        """After a search (Optuna), give the parent the study's best trial, of every process
-        that shares the study: its parameters, value and number, and its run if it is one of
-        this process's; and how many trials the study holds, by state."""
-        from pipeline.tracking import parents
-
-        if self.run_id is None or not path.is_file():
-            return
-        result = OmegaConf.to_container(OmegaConf.load(path))
-        counts = {f"trials_{k}": result.get(k, 0) for k in ("complete", "pruned", "fail")}
-        if "best_params" not in result:
-            parents.log_to_run(self.run_id, metrics=counts)
-            return
-        best, value = result["best_params"], float(result["best_value"])
-        tags = {"best_trial": str(result["best_trial"])}
-        for record in records:  # the trial's run, when this process ran it
-            if record.params.get("search.trial_number") == str(result["best_trial"]):
-                tags |= {"best_run_id": record.run_id, "best_run_name": record.name}
-                break
-        parents.log_to_run(
-            self.run_id,
-            params={f"best.{k}": v for k, v in best.items()},
-            metrics={"best_val_accuracy": value, **counts},
-            tags=tags,
-        )
-        parents.log_files({"result": path}, self.run_id, "search")
-        log.info(
-            "best of study %s: trial %s %s val_accuracy=%.4f %s",
-            result.get("study_name"),
-            result["best_trial"],
-            best,
-            value,
-            tags.get("best_run_name", "(run by another process)"),
-        )
 
     def close(self, status: str) -> None:
         """End the parent run with `status` (FINISHED, FAILED or KILLED) if still open."""
@@ -279,7 +209,7 @@ class MlflowSweepCallback(Callback):
         if status == "FAILED" and self.sweep_dir is not None:
             # A job failed and stopped the sweep: the runs that finished are still compared.
             try:
-                self._log_comparison(self.sweep_dir / "comparison")
+                self._compare(self.sweep_dir / "comparison")
             except Exception as exc:  # the sweep's own error is the one to report
                 log.warning("no comparison of the finished runs: %s: %s", type(exc).__name__, exc)
         run_id, self.run_id = self.run_id, None
