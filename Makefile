@@ -4,10 +4,15 @@
 # make ui                                     MLflow's UI on http://127.0.0.1:5000 (prints each experiment's runs view)
 # make serve [MODEL=models:/mnist-classifier@champion]   the model as a REST service on 127.0.0.1:5001
 # make draw [MODEL=...]                       a page to draw a digit on, on http://127.0.0.1:8000
+# run, ui, serve and draw install what running needs (`pip install -e .`); test adds the `test`
+# extra (pytest, ruff, httpx2), test-all the `dev` extra (PostgreSQL driver, Playwright, Ray).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# One stamp per layer: going from run to test installs only the test extra.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+DEV_STAMP := $(VENV)/.installed-dev
 ARGS ?=
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
@@ -23,18 +28,26 @@ ifneq ($(wildcard ../shared/datasets/mnist),)
 export PIPELINE_DATA_DIR ?= $(abspath ../shared/datasets)
 endif
 
-.PHONY: run test test-all lint ui serve draw bench clean
+.PHONY: run test test-all lint ui serve draw clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -e .
+	touch $@
 
-run: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(DEV_STAMP): $(TEST_STAMP)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(RUN_STAMP)
 	$(PY) -m pipeline $(ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
@@ -42,18 +55,18 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-all: lint
+test-all: $(DEV_STAMP) lint
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
-ui: $(STAMP)
+ui: $(RUN_STAMP)
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(PY) -m pipeline.cli.ui http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 # `mlflow models serve` starts uvicorn from PATH: the venv's bin goes first.
-serve: $(STAMP)
+serve: $(RUN_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI="$(STORE)" $(VENV)/bin/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
-draw: $(STAMP)
+draw: $(RUN_STAMP)
 	MLFLOW_TRACKING_URI="$(STORE)" $(PY) -m pipeline.predict --serve "$(MODEL)" --port $(DRAW_PORT)
 
 clean:

@@ -1,4 +1,4 @@
-"""Fixtures only (the helpers are in tests/helpers.py): a private MLflow store per test, tiny
+"""Fixtures only (the helpers are in tests/helpers/): a private MLflow store per test, tiny
 IDX data, the real datasets, Chromium for the browser tests."""
 
 from __future__ import annotations
@@ -11,13 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (
-    chromium_path,
-    real_data_dir,
-    require_system,
-    tiny_overrides,
-    write_tiny_dataset,
-)
+from tests.helpers.data import real_data_dir, tiny_overrides, write_tiny_dataset
+from tests.helpers.services import chromium_path, require_system
 
 
 @pytest.fixture

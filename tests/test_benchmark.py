@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT
+from tests.helpers.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

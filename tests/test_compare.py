@@ -16,16 +16,9 @@ from pipeline.cli import compare as compare_cli
 from pipeline.config.naming import config_key, flatten
 from pipeline.tracking import runs
 from pipeline.training.job import run
-from tests.helpers import (
-    NO_REPORT,
-    QUIET,
-    artifact_paths,
-    make_config,
-    run_main,
-    sweep_runs,
-    tiny_overrides,
-    write_tiny_dataset,
-)
+from tests.helpers.cli import NO_REPORT, QUIET, make_config, run_main
+from tests.helpers.data import tiny_overrides, write_tiny_dataset
+from tests.helpers.stores import artifact_paths, sweep_runs
 
 
 def params(*overrides):
@@ -83,6 +76,24 @@ def test_runs_differing_only_in_seed_form_one_group():
     assert md[0].startswith("| configuration | n | test accuracy | 95% CI |")
     assert len(md) == 2 + 4  # header, rule, one row per configuration
     assert md[2].startswith("| ann-adam | 3 | 0.9701 ± 0.0004 | 0.9691 to 0.9710 |")
+
+
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("model.hidden_units", ("64", "128")),
+        ("optimizer.learning_rate", ("0.1", "0.01")),
+        ("trainer.batch_size", ("32", "128")),
+        ("trainer.validation_split", ("0.1", "0.2")),
+        ("trainer.epochs", ("3", "5")),  # not in the table: its last part
+    ],
+)
+def test_a_comparison_label_names_a_setting_as_the_run_name_does(key, values):
+    from pipeline.config.naming import run_name
+
+    records = [record(["model=ann", f"{key}={v}"], 1, 0.9) for v in values]
+    labels = {g.label for g in compare.group_runs(records)}
+    assert labels == {run_name("ann-sgd", ["model=ann", f"{key}={v}"]) for v in values}
 
 
 def test_two_configurations_times_three_seeds_give_two_rows_in_the_csv():

@@ -8,7 +8,8 @@ from hydra.errors import ConfigCompositionException
 
 from pipeline.config.schema import Config, to_config
 from pipeline.errors import ConfigError
-from tests.helpers import CONF_DIR, PROJECT_ROOT, cli, make_config
+from tests.helpers.cli import cli, make_config
+from tests.helpers.paths import CONF_DIR, PROJECT_ROOT
 
 
 @pytest.mark.parametrize(
@@ -326,3 +327,24 @@ def test_help_says_what_the_tool_does_without_tensorflow():
     assert "model: ann, linear" in out.stdout  # the groups and the config follow
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert "tensorflow" not in imported and "mlflow" not in imported
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("model=linear,ann", "add --multirun to your command line"),
+        ("+trainer.epochs=3", "Either remove + prefix: 'trainer.epochs=3'"),
+    ],
+)
+def test_hydras_hints_stay_on_the_one_line(override, hint):
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.cli.failure import one_line
+
+    with (
+        initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"),
+        pytest.raises(Exception) as caught,
+    ):
+        compose("config", overrides=[override])
+    line = one_line(caught.value)
+    assert hint in line and "\n" not in line, line

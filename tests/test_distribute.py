@@ -11,7 +11,8 @@ from pipeline.errors import ConfigError
 from pipeline.training.backend import tf
 from pipeline.training.devices import strategy
 from pipeline.training.fit import steps_per_execution
-from tests.helpers import QUIET, assert_one_line_error, cli, runs_in
+from tests.helpers.cli import QUIET, assert_one_line_error, cli
+from tests.helpers.stores import runs_in
 
 
 def _tf_config(monkeypatch, cluster, kind, index):

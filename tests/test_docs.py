@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CONF_DIR, PROJECT_ROOT
+from tests.helpers.paths import CONF_DIR, PROJECT_ROOT
 
 DOCS = [
     PROJECT_ROOT / "README.md",

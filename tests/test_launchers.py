@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import QUIET, cli, free_port, require_system, sweep_runs
+from tests.helpers.cli import QUIET, cli
+from tests.helpers.services import free_port, require_system
+from tests.helpers.stores import sweep_runs
 
 pytestmark = pytest.mark.cli
 

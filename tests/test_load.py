@@ -11,16 +11,16 @@ import pytest
 from pipeline.config.schema import to_config
 from pipeline.data.load import load, read_idx
 from pipeline.errors import DataError
-from tests.helpers import (
+from tests.helpers.cli import make_config
+from tests.helpers.data import (
     TINY_FILES,
     idx_bytes,
-    make_config,
     tiny_arrays,
     tiny_overrides,
     write_idx,
     write_tiny_dataset,
 )
-from tests.helpers import free_port as closed_port
+from tests.helpers.services import free_port as closed_port
 
 
 def dataset_cfg(overrides):

@@ -18,14 +18,10 @@ from scipy import ndimage
 
 from pipeline.data.load import load
 from pipeline.serving.prepare import BOX, ImageError, prepare, prepare_file
-from tests.helpers import (
-    PROJECT_ROOT,
-    SILENT,
-    free_port,
-    make_config,
-    real_data_dir,
-    tail,
-)
+from tests.helpers.cli import SILENT, make_config
+from tests.helpers.data import real_data_dir
+from tests.helpers.paths import PROJECT_ROOT
+from tests.helpers.services import free_port, tail
 
 CHAMPION = "models:/mnist-classifier@champion"
 

@@ -72,3 +72,65 @@ def test_the_best_run_of_a_sweep_is_chosen_by_validation_else_test_accuracy():
     assert registry.best_run([record("c", test_accuracy=0.7), record("d")]).name == "c"
     assert registry.best_run([record("e")]) is None
     assert registry.model_name("fashion_mnist") == "fashion-mnist-classifier"
+
+
+def child(name, dataset, val_accuracy):
+    from pipeline.tracking.runs import RunRecord
+
+    tags = {"dataset": dataset}
+    return RunRecord(f"id-{name}", name, tags, {"seed": "1"}, {"val_accuracy": val_accuracy}, {})
+
+
+@pytest.fixture
+def registrations(monkeypatch):
+    """Every call that reaches `registry.register_run`, as (run_id, name, dataset)."""
+    calls = []
+
+    def register_run(run_id, name, dataset, metrics, tags, params):
+        calls.append((run_id, name, dataset))
+        return "registered"
+
+    monkeypatch.setattr(registry, "register_run", register_run)
+    return calls
+
+
+def test_a_single_run_and_a_sweep_register_through_one_function(
+    isolated_tracking, registrations, monkeypatch, tmp_path
+):
+    from pipeline.config.schema import TrackingConfig
+    from pipeline.tracking import sweep_results
+    from pipeline.tracking.protocol import RunSpec
+    from pipeline.tracking.recorder import _Run
+    from pipeline.tracking.sweep import MlflowSweepCallback
+
+    # A single run with tracking.register=true, closed as the recorder closes it.
+    run = _Run(enabled=True)
+    tracking = TrackingConfig(uri=isolated_tracking, register=True)
+    run_id = run.open(RunSpec(tracking, "mnist", "single", {"dataset": "mnist"}, params={}))
+    run.latest = {"val_accuracy": 0.9}
+    run.model_logged = True
+    run.close("FINISHED", None, {})
+    assert registrations == [(run_id, "single", "mnist")]
+
+    # A sweep: the best finished child of each dataset.
+    children = [child("a", "mnist", 0.9), child("b", "mnist", 0.95), child("c", "fashion", 0.8)]
+    monkeypatch.setattr(sweep_results, "log_comparison", lambda uri, parent, out: children)
+    callback = MlflowSweepCallback()
+    callback.run_id = "parent"
+    callback._compare(tmp_path)
+    assert registrations[1:] == [("id-c", "c", "fashion"), ("id-b", "b", "mnist")]
+
+
+def test_a_failed_registration_is_logged_and_the_others_go_on(monkeypatch, caplog):
+    def register(run_id, dataset, metrics, tags, params):
+        if dataset == "fashion":
+            raise RuntimeError("the registry is down\nmore")
+        return f"registered {run_id}"
+
+    monkeypatch.setattr(registry, "register", register)
+    children = [child("a", "mnist", 0.9), child("c", "fashion", 0.8)]
+    with caplog.at_level("INFO", logger="pipeline.tracking.registry"):
+        assert registry.register_best(children) == ["registered id-a"]
+    assert "registering c failed: RuntimeError: the registry is down" in caplog.text
+    assert "more" not in caplog.text
+    assert "registered id-a (run a)" in caplog.text

@@ -23,25 +23,25 @@ from pipeline.errors import ConfigError, DataError, StageError, TrainingError
 from pipeline.tracking import interrupts
 from pipeline.training.backend import keras
 from pipeline.training.job import run
-from tests.helpers import (
+from tests.helpers.cli import (
     NO_REPORT,
-    PROJECT_ROOT,
     QUIET,
     SILENT,
-    TINY_FILES,
     assert_one_line_error,
     cli,
-    init_store,
     make_config,
-    runs_in,
     start_pipeline,
-    sweep_runs,
+)
+from tests.helpers.data import (
+    TINY_FILES,
     tiny_arrays,
     tiny_overrides,
     write_idx,
     write_tiny_dataset,
 )
-from tests.helpers import free_port as closed_port
+from tests.helpers.paths import PROJECT_ROOT
+from tests.helpers.services import free_port as closed_port
+from tests.helpers.stores import init_store, runs_in, sweep_runs
 
 # --- bad config: one line naming the key, exit 1, nothing in the store ----------------------
 

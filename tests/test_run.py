@@ -10,17 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import store
 from pipeline.training.job import run
-from tests.helpers import (
-    FIGURES,
-    NO_REPORT,
-    PROJECT_ROOT,
-    QUIET,
-    SILENT,
-    artifact_paths,
-    make_config,
-    run_main,
-    sweep_runs,
-)
+from tests.helpers.cli import FIGURES, NO_REPORT, QUIET, SILENT, make_config, run_main
+from tests.helpers.paths import PROJECT_ROOT
+from tests.helpers.stores import artifact_paths, sweep_runs
 
 
 def test_end_to_end_run_is_recorded(real_data, isolated_tracking, tmp_path):

@@ -8,17 +8,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import (
-    CONF_DIR,
-    NO_REPORT,
-    QUIET,
-    cli,
-    run_main,
-    runs_in,
-    start_pipeline,
-    sweep_runs,
-)
-from tests.helpers import free_port as closed_port
+from tests.helpers.cli import NO_REPORT, QUIET, cli, run_main, start_pipeline
+from tests.helpers.paths import CONF_DIR
+from tests.helpers.services import free_port as closed_port
+from tests.helpers.stores import runs_in, sweep_runs
 
 
 def test_search_space_and_objective_direction():

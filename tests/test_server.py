@@ -24,16 +24,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import (
-    SILENT,
-    free_port,
-    mlflow_service,
-    require_system,
-    run_main,
-    sweep_runs,
-    tail,
-    tiny_arrays,
-)
+from tests.helpers.cli import SILENT, run_main
+from tests.helpers.data import tiny_arrays
+from tests.helpers.services import free_port, mlflow_service, require_system, tail
+from tests.helpers.stores import sweep_runs
 
 pytestmark = pytest.mark.system
 

@@ -10,7 +10,7 @@ from pipeline.models.build import build, named_weights
 from pipeline.training.backend import keras
 from pipeline.training.evaluate import evaluate
 from pipeline.training.fit import fit, steps_per_execution
-from tests.helpers import tiny_dataset
+from tests.helpers.data import tiny_dataset
 
 # --- preprocess ---------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from pipeline.tracking.client import RecorderClient
 from pipeline.tracking.protocol import RunSpec
 from pipeline.training.backend import keras
 from pipeline.training.callbacks import EpochsToRecorder
-from tests.helpers import run_main
+from tests.helpers.cli import run_main
 
 
 def test_flatten_nested_config():

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import QUIET, mlflow_service, run_main, sweep_runs, tail
+from tests.helpers.cli import QUIET, run_main
+from tests.helpers.services import mlflow_service, tail
+from tests.helpers.stores import sweep_runs
 
 pytestmark = pytest.mark.system
 

@@ -67,9 +67,11 @@ def _parts(exc: BaseException) -> list[str]:
     if omegaconf is not None:
         # Hydra's line says which override or file failed, OmegaConf's why.
         return [_first_line(exc), _first_line(omegaconf)]
-    # No attribute says more: every line, for the hints Hydra gives with some errors (add
-    # --multirun to sweep, drop the + to override), but none of its search path.
-    return _lines(exc)
+    if isinstance(exc, HydraException):
+        # No attribute says more: every line, for the hints Hydra gives with some errors (add
+        # --multirun to sweep, drop the + to override), but none of its search path.
+        return _lines(exc)
+    return [_first_line(exc)]
 
 
 def _omegaconf_cause(exc: BaseException) -> OmegaConfBaseException | None:
