@@ -26,7 +26,8 @@ from scipy import ndimage
 
 from pipeline.serving.classifier import Classifier
 from pipeline.serving.draw import create_app, serve
-from tests.helpers import SILENT, free_port, make_config
+from tests.helpers.cli import SILENT, make_config
+from tests.helpers.services import free_port
 
 DIGITS = tuple("0123456789")
 CANVAS = 280

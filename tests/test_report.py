@@ -18,7 +18,7 @@ from pipeline.reporting.figures import report
 from pipeline.reporting.pages import render_html
 from pipeline.training.evaluate import Metrics
 from pipeline.training.fit import History
-from tests.helpers import tiny_dataset
+from tests.helpers.data import tiny_dataset
 
 NAMES = (
     "T-shirt/top",
