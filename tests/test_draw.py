@@ -101,6 +101,27 @@ def test_page_has_the_canvas_clear_button_and_result_area(client: TestClient) ->
     assert "runs:/&lt;abc&gt;/model" in page and "<abc>" not in page
 
 
+def test_the_page_is_its_package_files_inlined_and_allowed_by_its_policy(client) -> None:
+    import hashlib
+    from importlib import resources
+
+    static = resources.files("pipeline.serving") / "static"
+    files = {name: (static / name).read_text() for name in ("draw.html", "draw.css", "draw.js")}
+    response = client.get("/")
+    page = response.text
+    (style,) = re.findall(r"<style>(.*?)</style>", page, re.S)
+    (script,) = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert style == files["draw.css"] and script == files["draw.js"]
+    assert "%%" not in page and 'data-stroke="18" data-throttle-ms="150"' in page.replace(
+        "\n      ", " "
+    )
+    # The browser runs the inline script and style only if the policy names their digests.
+    policy = response.headers["content-security-policy"]
+    for text, directive in ((script, "script-src"), (style, "style-src")):
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        assert f"{directive} 'sha256-{digest}'" in policy
+
+
 # --- POST /predict ----------------------------------------------------------------------------
 
 

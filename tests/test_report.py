@@ -380,3 +380,17 @@ def test_render_html_is_one_self_contained_page(artifacts):
     assert "http" not in text
     assert "<script" not in text and "<link" not in text
     assert re.findall(r'src="([^"]*)"', text) == ["data:image/png;base64,"] * 6
+
+
+def test_one_html_builder_and_one_image_embedder():
+    # The report and the comparison pages go through reporting/pages.py; the draw page is a
+    # package file, and serving only reads data URLs that the browser sends.
+    from tests.helpers.paths import PROJECT_ROOT
+
+    root = PROJECT_ROOT / "pipeline"
+    writers = {
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if "<!DOCTYPE" in path.read_text() or "b64encode(png" in path.read_text()
+    }
+    assert writers == {"reporting/pages.py"}

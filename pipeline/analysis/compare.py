@@ -9,9 +9,7 @@ verdicts, the curves and one self-contained page into a folder.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 import logging
@@ -423,26 +421,19 @@ def compare(
 
 
 def _html(comparison: Comparison, png: bytes) -> str:
-    esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in HEADER)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-        for row in _table_rows(comparison.groups)
-    )
-    items = "\n".join(f"<li>{esc(v.sentence)}</li>" for v in comparison.verdicts)
-    notes = "".join(f"<p>{esc(n)}</p>" for n in comparison.notes)
-    data = base64.b64encode(png).decode("ascii")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Comparison</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-th,td{{border:1px solid #ccc;padding:.25em .6em}}img{{max-width:100%}}</style></head>
-<body><h1>Comparison of {len(comparison.groups)} configurations</h1>{notes}
-<h2>Verdicts</h2><ul>{items or f"<li>{NO_VERDICT}</li>"}</ul>
-<h2>Configurations</h2><table><tr>{head}</tr>
-{body}</table>
-<h2>Curves</h2><img src="data:image/png;base64,{data}" alt="comparison curves">
-</body></html>
-"""
+    from pipeline.reporting import pages
+
+    verdicts = [v.sentence for v in comparison.verdicts] or [NO_VERDICT]
+    body = [f"<p>{pages.esc(n)}</p>" for n in comparison.notes]
+    body += [
+        pages.heading("Verdicts"),
+        "<ul>" + "".join(f"<li>{pages.esc(v)}</li>" for v in verdicts) + "</ul>",
+        pages.heading("Configurations"),
+        pages.table(HEADER, _table_rows(comparison.groups)),
+        pages.heading("Curves"),
+        pages.image(png, "comparison curves"),
+    ]
+    return pages.page(f"Comparison of {len(comparison.groups)} configurations", body)
 
 
 def write(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
