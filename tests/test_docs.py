@@ -3,7 +3,7 @@ breaks the build and not the reader: each `python -m pipeline …` (and `make ru
 is composed as the command would compose it, every value of a sweep included, and checked as
 its jobs check their config before reading any data; every `make` target named exists, and
 every `python -m pipeline.<module>` is a module there is. (The Python snippets run from another
-folder in tests/test_predict.py, against a trained champion.)"""
+folder in tests/serving/test_predict.py, against a trained champion.)"""
 
 from __future__ import annotations
 
