@@ -2,9 +2,9 @@
 malformed images with a stand-in model, `serve`'s words; and, in headless Chromium, a "1" and a
 "7" drawn with the mouse and read by a small model trained here on real MNIST.
 
-The `system` test drives Debian's Chromium as tests/tracking/test_ui.py does (`/usr/bin/chromium`, or
-$PIPELINE_CHROMIUM); its screenshots go to $PIPELINE_UI_SCREENSHOTS if set, else into the test's
-temporary folder.
+The `system` test drives Debian's Chromium as tests/tracking/test_ui.py does
+(`/usr/bin/chromium`, or $PIPELINE_CHROMIUM); its screenshots go to $PIPELINE_UI_SCREENSHOTS if
+set, else into the test's temporary folder.
 """
 
 from __future__ import annotations
