@@ -80,3 +80,13 @@ def test_smoke_gil_benchmark_times_fit_alone_and_beside_python(real_data, tmp_pa
     assert set(results["fit_seconds"]) == {"nothing", "thread", "process"}
     assert all(len(v) == 1 and v[0] > 0 for v in results["fit_seconds"].values())
     assert results["ratio_to_alone"]["nothing"] == 1.0
+
+
+def test_smoke_convnet_benchmark_runs_both_sides(real_data, tmp_path):
+    out = tmp_path / "keras_convnet.json"
+    proc = _smoke("keras_convnet.py", out, real_data, timeout=600)
+    assert "ratio (medians): fit" in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["smoke"] is True and set(results["runs"]) == {"baseline", "pipeline"}
+    for runs in results["runs"].values():
+        assert 0 < runs[0]["test_accuracy"] <= 1 and runs[0]["fit_seconds"] > 0

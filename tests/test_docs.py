@@ -102,15 +102,26 @@ def _jobs(args: list[str]) -> list[list[str]]:
 
 
 @pytest.mark.parametrize(("where", "args"), COMMANDS, ids=[w for w, _ in COMMANDS])
-def test_documented_command_composes_and_passes_the_checks(where, args, monkeypatch):
+def _docs_own_modules(folder: Path) -> None:
+    """Write the Python modules the docs give as files (a block opening with `# name.py`)
+    into `folder`, as a reader would before running the commands that use them."""
+    for path in DOCS:
+        for block in re.findall(r"```python\n# (\w+\.py)\n(.*?)```", path.read_text(), re.S):
+            (folder / block[0]).write_text(block[1])
+
+
+def test_documented_command_composes_and_passes_the_checks(where, args, monkeypatch, tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
     from pipeline.config.schema import register
     from pipeline.tracking.sweep import check_job_config
 
-    # What a reader's shell would have: `tracking=server` reads the server's address from it.
+    # What a reader's shell would have: `tracking=server` reads the server's address from it;
+    # the modules the docs ask them to write, in the folder they run in.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    _docs_own_modules(tmp_path)
+    monkeypatch.chdir(tmp_path)
     register()
     for overrides in _jobs(args):
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -7,7 +7,9 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
+from pipeline.config.schema import register
 from tests.helpers.cli import NO_REPORT, QUIET, cli, run_main, start_pipeline
 from tests.helpers.paths import CONF_DIR
 from tests.helpers.services import free_port as closed_port
@@ -26,14 +28,37 @@ def test_search_space_and_objective_direction():
     assert sweeper._target_.endswith("OptunaSweeper")
     assert sweeper.direction == "maximize"
     assert sweeper.n_trials == 20
-    assert set(sweeper.params) == {
-        "optimizer.learning_rate",
-        "trainer.batch_size",
-        "model.hidden_units",
-    }
+    assert set(sweeper.params) == {"optimizer.learning_rate", "trainer.batch_size"}
+    # And the chosen model's own keys: the ANN's width, the CNN's kernel and dropout.
+    assert set(sweeper.model_params.ann) == {"model.hidden_units"}
+    assert set(sweeper.model_params.cnn) == {"model.kernel_size", "model.dropout"}
     assert sweeper.params["optimizer.learning_rate"].startswith("tag(log,")
     assert cfg.model.name == "ann"
     assert cfg.trainer.validation_split > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "own"),
+    [
+        ("ann", {"model.hidden_units"}),
+        ("cnn", {"model.kernel_size", "model.dropout"}),
+        ("linear", set()),
+    ],
+)
+def test_the_search_space_holds_the_chosen_models_own_keys(model, own):
+    from hydra_plugins.pipeline_optuna.sweeper import OptunaSweeper
+
+    register()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["hparams_search=optuna", f"model={model}"],
+            return_hydra_config=True,
+        )
+    sweeper = OptunaSweeper(**OmegaConf.to_container(cfg.hydra.sweeper, resolve=False))
+    sweeper.config = cfg
+    space, _ = sweeper._space([])
+    assert set(space) == {"optimizer.learning_rate", "trainer.batch_size", *own}
 
 
 def test_search_records_trials_under_a_parent_with_the_best(tiny_data, isolated_tracking, tmp_path):

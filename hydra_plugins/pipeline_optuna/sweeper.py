@@ -60,6 +60,8 @@ class OptunaSweeperConf:
     pruner_warmup_epochs: int = 1
     pruner_startup_trials: int = 3
     params: dict[str, str] = field(default_factory=dict)
+    # More of the space for the chosen model only, by its name: the keys of its own builder.
+    model_params: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf)
@@ -184,7 +186,9 @@ class OptunaSweeper(Sweeper):
     def _space(self, arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
         """The search space (params and sweep overrides) and the fixed overrides."""
         parser = OverridesParser.create()
-        entries = [f"{k}={v}" for k, v in (self.conf.params or {}).items()]
+        model = OmegaConf.select(self.config, "model.name") if self.config is not None else None
+        own = (self.conf.model_params or {}).get(model) or {}
+        entries = [f"{k}={v}" for k, v in {**(self.conf.params or {}), **own}.items()]
         space: dict[str, Any] = {}
         for override in parser.parse_overrides(entries):
             space[override.get_key_element()] = distribution(override)

@@ -373,6 +373,15 @@ def _csv(groups: Sequence[Group]) -> str:
     return buf.getvalue()
 
 
+def _padded(curves: Sequence[Sequence[float]]) -> np.ndarray:
+    """Curves of different lengths as one (runs, longest) array, NaN past each one's end."""
+    longest = max((len(c) for c in curves), default=0)
+    out = np.full((len(curves), longest), np.nan)
+    for row, curve in zip(out, curves, strict=True):
+        row[: len(curve)] = curve
+    return out
+
+
 def curves_figure(groups: Sequence[Group]) -> Figure:
     """Per configuration, the mean validation accuracy and loss per epoch with a band of ±1 std
     across its runs (training curves, dashed, for configurations without validation)."""
@@ -382,16 +391,18 @@ def curves_figure(groups: Sequence[Group]) -> Figure:
             metric, style, suffix = f"val_{name}", "-", ""
             if not all(metric in r.curves for r in g.records):
                 metric, style, suffix = name, "--", " (training)"
-            curves = [r.curves.get(metric, ()) for r in g.records]
-            length = min(len(c) for c in curves)
-            if length == 0:
+            values = _padded([r.curves.get(metric, ()) for r in g.records])
+            if values.shape[1] == 0:
                 continue
-            values = np.array([c[:length] for c in curves], dtype=float)
-            epochs = np.arange(1, length + 1)
-            mean = values.mean(axis=0)
+            # Runs that stopped early count until their last epoch: each epoch's mean is over
+            # the runs that reached it.
+            epochs = np.arange(1, values.shape[1] + 1)
+            mean = np.nanmean(values, axis=0)
             line = ax.plot(epochs, mean, style, marker="o", ms=3, label=f"{g.label}{suffix}")[0]
-            if g.n > 1:
-                std = values.std(axis=0, ddof=1)
+            reached = (~np.isnan(values)).sum(axis=0)
+            if g.n > 1 and (reached > 1).any():
+                std = np.full(len(epochs), np.nan)
+                std[reached > 1] = np.nanstd(values[:, reached > 1], axis=0, ddof=1)
                 ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set_title(f"Validation {name} (mean ± 1 std over seeds)")
         ax.set_xlabel("epoch")

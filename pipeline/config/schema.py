@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from pipeline.errors import ConfigError
 
-MODELS = ("linear", "ann")
-OPTIMIZERS = ("sgd", "adam")
 # The config folder (`conf/`): config.yaml and one folder per group.
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -88,30 +87,105 @@ class DatasetConfig:
             )
 
 
+# What a builder is given by the pipeline, not by its config: one image's shape and the number
+# of classes.
+BUILDER_ARGUMENTS = ("input_shape", "num_classes")
+SCHEDULES = ("cosine", "exponential")
+
+
 @dataclass
 class ModelConfig:
-    name: str = MISSING
-    # Width of the hidden Dense layer (ann only).
-    hidden_units: int = 128
-    activation: str = "relu"
+    """A model (`conf/model/*.yaml`): its builder, its name, and the builder's own keys.
+
+    Made by :func:`to_config` from the model group's node, whose keys are the builder's: each is
+    checked against the builder's signature (name and type), without TensorFlow for the
+    pipeline's own builders."""
+
+    target: str
+    name: str
+    keys: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.name in MODELS, "model.name", self.name, f"one of {', '.join(MODELS)}")
-        _require(self.hidden_units >= 1, "model.hidden_units", self.hidden_units, "an integer >= 1")
+        from pipeline.config.targets import check_keys, resolve
+
+        builder = resolve(self.target, "model._target_")
+        check_keys(builder, self.keys, "model", BUILDER_ARGUMENTS)
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = MISSING
-    learning_rate: float = MISSING
+    """An optimizer (`conf/optimizer/*.yaml`): a class of `keras.optimizers` or any other by
+    `_target_`, its learning rate and schedule, and the class's own keys (checked against its
+    signature by `models.build.check_optimizer`, once Keras is imported, before any data)."""
+
+    target: str
+    name: str
+    learning_rate: float
+    # null: a constant rate; cosine or exponential: from learning_rate down to
+    # decay_to x learning_rate over the run's steps.
+    schedule: str | None = None
+    decay_to: float = 0.01
+    keys: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(
-            self.name in OPTIMIZERS, "optimizer.name", self.name, f"one of {', '.join(OPTIMIZERS)}"
+            "." in self.target, "optimizer._target_", self.target, "a dotted path, module.Class"
         )
         _require(
-            self.learning_rate > 0, "optimizer.learning_rate", self.learning_rate, "a number > 0"
+            isinstance(self.learning_rate, int | float) and self.learning_rate > 0,
+            "optimizer.learning_rate",
+            self.learning_rate,
+            "a number > 0",
         )
+        _require(
+            self.schedule is None or self.schedule in SCHEDULES,
+            "optimizer.schedule",
+            self.schedule,
+            f"null or one of {', '.join(SCHEDULES)}",
+        )
+        _require(
+            0 < self.decay_to <= 1, "optimizer.decay_to", self.decay_to, "a fraction in (0, 1]"
+        )
+
+
+def _section(node: Any, key: str, schema: type, fixed: tuple[str, ...]) -> Any:
+    """The model or optimizer group's node (a dict) as `schema`: `_target_`, `name` and the
+    `fixed` keys as fields, every other key in `keys`."""
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{key} is invalid: expected a config with _target_ and name")
+    node = dict(node)
+    for required in ("_target_", "name"):
+        if required not in node:
+            raise ConfigError(f"{key}.{required} is missing")
+    fields = {f: node.pop(f) for f in fixed if f in node}
+    return schema(target=node.pop("_target_"), name=node.pop("name"), keys=node, **fields)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs (null: off)."""
+
+    patience: int | None = None
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    # Keep the weights of the best epoch, not the last one.
+    restore_best_weights: bool = True
+
+    def __post_init__(self) -> None:
+        _require(
+            self.patience is None or self.patience >= 1,
+            "trainer.early_stopping.patience",
+            self.patience,
+            "an integer >= 1, or null for no early stopping",
+        )
+        monitors = ("val_loss", "val_accuracy", "loss", "accuracy")
+        _require(
+            self.monitor in monitors,
+            "trainer.early_stopping.monitor",
+            self.monitor,
+            f"one of {', '.join(monitors)}",
+        )
+        _require(self.min_delta >= 0, "trainer.early_stopping.min_delta", self.min_delta, ">= 0")
 
 
 @dataclass
@@ -138,6 +212,7 @@ class TrainerConfig:
     # Split the CPU into this many logical devices (/cpu:0, /cpu:1, ...), to try the
     # strategies on a machine without GPUs.
     cpu_devices: int = 1
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
@@ -247,8 +322,10 @@ class SearchConfig:
 @dataclass
 class Config:
     dataset: DatasetConfig = MISSING
-    model: ModelConfig = MISSING
-    optimizer: OptimizerConfig = MISSING
+    # The model and optimizer groups' nodes, keyed by their builder's or class's own
+    # parameters; `to_config` makes them a ModelConfig and an OptimizerConfig.
+    model: Any = MISSING
+    optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -276,17 +353,40 @@ def to_config(cfg: DictConfig) -> Config:
         cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
         if cause is not None:
             raise cause from None
+        if isinstance(exc, MissingMandatoryValue) and exc.full_key:
+            key = exc.full_key
+            raise ConfigError(f"{key} is missing: give it as {key}=<value>") from exc
         raise ConfigError(str(exc).splitlines()[0]) from exc
     if not isinstance(obj, Config):
         raise ConfigError("the composed config does not follow the Config schema")
+    obj.model = _section(obj.model, "model", ModelConfig, ())
+    obj.optimizer = _section(
+        obj.optimizer, "optimizer", OptimizerConfig, ("learning_rate", "schedule", "decay_to")
+    )
+    if obj.trainer.early_stopping.patience is not None:
+        monitor = obj.trainer.early_stopping.monitor
+        _require(
+            obj.trainer.validation_split > 0 or not monitor.startswith("val_"),
+            "trainer.early_stopping.monitor",
+            monitor,
+            "loss or accuracy when trainer.validation_split=0 (there is no validation)",
+        )
     return obj
 
 
 def known_keys(schema: type = Config, prefix: str = "") -> list[str]:
-    """Every key of the schema and of its sections: `trainer`, `trainer.epochs`, …"""
+    """Every key of the schema and of its sections (`trainer`, `trainer.epochs`, …), and the
+    keys of every model and optimizer option in conf/ (`model.hidden_units`, …)."""
     keys: list[str] = []
     for name, hint in get_type_hints(schema).items():
         keys.append(f"{prefix}{name}")
         if dataclasses.is_dataclass(hint):
             keys += known_keys(hint, f"{prefix}{name}.")
+    if schema is Config:
+        for group in ("model", "optimizer"):
+            for option in sorted(Path(CONF_DIR, group).glob("*.yaml")):
+                node = OmegaConf.load(option)
+                keys += [
+                    f"{group}.{k}" for k in node if k != "defaults" and f"{group}.{k}" not in keys
+                ]
     return keys

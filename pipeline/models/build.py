@@ -1,13 +1,16 @@
-"""Stage `build`: the linear softmax classifier or the one-hidden-layer ANN, compiled."""
+"""Build the configured model around its builder's network and compile it with the configured
+optimizer: the pipeline puts the uint8 scaling in front, so the model takes raw images."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from pipeline.config.schema import ModelConfig, OptimizerConfig
+from pipeline.config.schema import BUILDER_ARGUMENTS, ModelConfig, OptimizerConfig
+from pipeline.config.targets import check_keys, resolve
+from pipeline.errors import ConfigError
 from pipeline.training.backend import keras
-
-OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
 
 
 def build(
@@ -16,37 +19,29 @@ def build(
     input_shape: tuple[int, ...],
     num_classes: int,
     steps_per_execution: int = 1,
+    total_steps: int = 1,
 ) -> keras.Model:
-    """Build and compile a classifier.
+    """The model of `model_cfg`, compiled with sparse categorical cross-entropy and accuracy.
 
-    `linear`: Flatten, Dense(num_classes, softmax) -- score = W·x + b, W (784, 10), b (10,).
-    `ann`:    Flatten, Dense(hidden_units, activation), Dense(num_classes, softmax).
-    Both take uint8 images and first scale them to 0..1 (layer `scale`, no parameters).
-    The output layer is named `dense` and the hidden one `hidden`, so weights are named
-    `dense/kernel`, `dense/bias`, `hidden/kernel`, `hidden/bias`.
+    Its input is one uint8 image of `input_shape` ((H, W) or (H, W, C)); layer `scale` takes it
+    to 0..1 and the builder's network, called with (H, W, C) and `num_classes`, follows.
 
     Args:
-        input_shape: one image's shape, e.g. (28, 28).
         steps_per_execution: training steps per call into the compiled graph (see
             `fit.steps_per_execution`).
-    Returns:
-        A keras.Model compiled with sparse categorical cross-entropy and accuracy.
+        total_steps: the run's training steps, over which a schedule decays the rate.
+    Raises:
+        ConfigError: the builder refused its keys or did not return a Keras model.
     """
-    layers = [
-        keras.Input(shape=input_shape, dtype="uint8", name="image"),
-        keras.layers.Rescaling(1.0 / 255.0, name="scale"),
-        keras.layers.Flatten(name="flatten"),
-    ]
-    if model_cfg.name == "ann":
-        layers.append(
-            keras.layers.Dense(
-                model_cfg.hidden_units, activation=model_cfg.activation, name="hidden"
-            )
-        )
-    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="dense"))
-    model = keras.Sequential(layers, name=model_cfg.name)
+    shape = tuple(input_shape) if len(input_shape) == 3 else (*input_shape, 1)
+    network = _network(model_cfg, shape, num_classes)
+    image = keras.Input(shape=tuple(input_shape), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(image)
+    if len(input_shape) == 2:
+        x = keras.layers.Reshape(shape, name="channels")(x)
+    model = keras.Model(image, network(x), name=model_cfg.name)
     model.compile(
-        optimizer=OPTIMIZERS[optimizer_cfg.name](learning_rate=optimizer_cfg.learning_rate),
+        optimizer=optimizer(optimizer_cfg, total_steps),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
@@ -54,6 +49,61 @@ def build(
     return model
 
 
+def _network(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    builder = resolve(cfg.target, "model._target_")
+    try:
+        network = builder(shape, num_classes, **cfg.keys)
+    except (ValueError, TypeError) as exc:  # a value out of the builder's range
+        raise ConfigError(f"model={cfg.name} ({cfg.target}): {exc}") from exc
+    if not isinstance(network, keras.Model):
+        raise ConfigError(
+            f"model._target_={cfg.target} returned a {type(network).__name__}, not a keras.Model"
+        )
+    if tuple(network.output_shape) != (None, num_classes):
+        raise ConfigError(
+            f"model._target_={cfg.target} gives outputs of shape {network.output_shape}, not "
+            f"(None, {num_classes}): end with Dense({num_classes}, activation='softmax')"
+        )
+    return network
+
+
+def check_optimizer(cfg: OptimizerConfig) -> type:
+    """The optimizer's class, its keys checked against the class's signature.
+
+    Raises:
+        ConfigError: the class does not import, or does not take one of the keys.
+    """
+    cls = resolve(cfg.target, "optimizer._target_")
+    check_keys(cls, {"learning_rate": cfg.learning_rate, **cfg.keys}, "optimizer")
+    return cls
+
+
+def optimizer(cfg: OptimizerConfig, total_steps: int = 1) -> keras.optimizers.Optimizer:
+    """The configured optimizer, its learning rate constant or following `cfg.schedule`."""
+    rate = cfg.learning_rate
+    steps = max(1, total_steps)
+    if cfg.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps, alpha=cfg.decay_to)
+    elif cfg.schedule == "exponential":
+        rate = keras.optimizers.schedules.ExponentialDecay(
+            rate, decay_steps=steps, decay_rate=cfg.decay_to
+        )
+    return check_optimizer(cfg)(learning_rate=rate, **cfg.keys)
+
+
+def total_steps(num_train: int, batch_size: int, epochs: int) -> int:
+    """The training steps of a run: its batches per epoch times its epochs."""
+    return math.ceil(num_train / batch_size) * epochs
+
+
 def named_weights(model: keras.Model) -> dict[str, np.ndarray]:
-    """The model's weights by path, e.g. {"dense/kernel": (784, 10), "dense/bias": (10,)}."""
-    return {f"{layer.name}/{w.name}": w.numpy() for layer in model.layers for w in layer.weights}
+    """The weights by layer and name, in layer order, e.g. {"dense/kernel": (784, 10),
+    "dense/bias": (10,)} for the linear model (the network's own name left out)."""
+    out = {}
+    for w in model.weights:
+        parts = w.path.split("/")
+        out["/".join(parts[-2:])] = w.numpy()
+    return out
+
+
+__all__ = ["BUILDER_ARGUMENTS", "build", "check_optimizer", "named_weights", "optimizer"]

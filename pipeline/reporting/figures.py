@@ -27,6 +27,8 @@ BAR_COLOR = "#777777"
 # Columns of the image grids in samples.png and of (image, bars) pairs in predictions.png,
 # as the course notes lay them out.
 SAMPLE_COLUMNS = 5
+# At most this many hidden units or filters in the weights figure.
+MAX_UNITS = 16
 PREDICTION_COLUMNS = 3
 # Montage cells, in image pixels: room under an image for its label, between images, above a
 # mistake for its caption.
@@ -251,17 +253,52 @@ def mistakes(ds: Dataset, metrics: Metrics, num: int, title: str) -> Figure:
     return fig
 
 
+def first_kernel(weights: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """The kernel of the model's first layer that has one (weights are in layer order)."""
+    return next(((k, v) for k, v in weights.items() if k.endswith("/kernel")), None)
+
+
 def weights_figure(
-    kernel: np.ndarray, image_shape: tuple[int, ...], class_names: tuple[str, ...], title: str
-) -> Figure:
-    """Each column of a linear model's (pixels, classes) kernel drawn as an image.
+    weights: dict[str, np.ndarray], image_shape: tuple[int, ...], class_names, title: str
+) -> Figure | None:
+    """What the first layer looks for, drawn as images, chosen by its kernel's shape:
+
+    - a dense layer that sees the whole image with one unit per class (the linear model): each
+      class's template;
+    - any other dense layer that sees the whole image (an ANN's hidden layer): the input weights
+      of its first units;
+    - a 2-D convolution (a CNN): its filters, on the first input channel.
+    None for any other first layer (nothing there reads as an image).
 
     One diverging colour scale, symmetric around 0, is shared by every image so that colours
-    compare across classes: red pushes a pixel towards the class, blue away from it.
+    compare: red pushes towards the unit, blue away from it.
     """
-    num_classes = kernel.shape[1]
-    limit = float(np.abs(kernel).max()) or 1.0  # an all-zero kernel still needs a range
-    rows, cols = _grid(num_classes, math.ceil(num_classes / 2))
+    found = first_kernel(weights)
+    if found is None:
+        return None
+    name, kernel = found
+    only_layer = sum(k.endswith("/kernel") for k in weights) == 1
+    if kernel.ndim == 2 and kernel.shape[0] == int(np.prod(image_shape)):
+        channels = kernel.reshape(*image_shape[:2], -1, kernel.shape[1])[:, :, 0]
+        if only_layer and kernel.shape[1] == len(class_names):
+            return _templates(channels, list(class_names), f"{title}: weights of each class")
+        count = min(kernel.shape[1], MAX_UNITS)
+        labels = [f"unit {k}" for k in range(count)]
+        heading = f"{title}: input weights of the first {count} units of {name.split('/')[0]}"
+        return _templates(channels[:, :, :count], labels, heading)
+    if kernel.ndim == 4:
+        count = min(kernel.shape[3], MAX_UNITS)
+        labels = [f"filter {k}" for k in range(count)]
+        heading = f"{title}: the {count} first filters of {name.split('/')[0]}"
+        return _templates(kernel[:, :, 0, :count], labels, heading)
+    return None
+
+
+def _templates(images: np.ndarray, labels: list[str], heading: str) -> Figure:
+    """`images` (H, W, n) side by side on one symmetric colour scale, each with its label."""
+    count = images.shape[-1]
+    limit = float(np.abs(images).max()) or 1.0  # an all-zero kernel still needs a range
+    rows, cols = _grid(count, math.ceil(count / 2) if count <= 10 else 8)
     height = 2.6 * rows + 0.6
     fig = Figure(figsize=(2.4 * cols + 1, height))  # fixed margins, as in `predictions`
     axes = fig.subplots(
@@ -271,14 +308,14 @@ def weights_figure(
         gridspec_kw={"left": 0.02, "right": 0.9, "bottom": 0.05, "top": 1 - 0.6 / height},
     ).ravel()
     for k, ax in enumerate(axes):
-        if k >= num_classes:
+        if k >= count:
             ax.remove()
             continue
-        im = ax.imshow(kernel[:, k].reshape(image_shape), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        im = ax.imshow(images[:, :, k], cmap="RdBu_r", vmin=-limit, vmax=limit)
         _no_ticks(ax)
-        ax.set_title(class_names[k])
-    fig.colorbar(im, ax=list(axes[:num_classes]), shrink=0.8)
-    fig.suptitle(f"{title}: weights of each class")
+        ax.set_title(labels[k])
+    fig.colorbar(im, ax=list(axes[:count]), shrink=0.8)
+    fig.suptitle(heading)
     return fig
 
 
@@ -300,8 +337,8 @@ def report(
 
     Args:
         cfg: which artifacts to make and how many images they show.
-        weights: the model's weights by name; "dense/kernel" is drawn for the linear model.
-        model_name: "linear" or "ann"; only the linear model's weights are images.
+        weights: the model's weights by name, in layer order; the first layer's are drawn.
+        model_name: the model's name (`model.name`).
         title: shown on each figure, e.g. "linear / sgd / mnist".
     """
     return data_figures(cfg, ds, title) | result_artifacts(
@@ -331,8 +368,11 @@ def result_artifacts(
         )
     if cfg.mistakes:
         out["mistakes.png"] = mistakes(ds, metrics, cfg.num_mistakes, title)
-    if cfg.weights and model_name == "linear":
-        out["weights.png"] = weights_figure(
-            weights["dense/kernel"], ds.train_x.shape[1:], ds.class_names, title
-        )
+    figure = (
+        weights_figure(weights, ds.train_x.shape[1:], ds.class_names, title)
+        if cfg.weights
+        else None
+    )
+    if figure is not None:
+        out["weights.png"] = figure
     return out

@@ -57,6 +57,8 @@ def save_report_inputs(
                     "history": {k: list(v) for k, v in history.metrics.items()},
                     "epoch_seconds": list(history.epoch_seconds),
                     "fit_seconds": history.fit_seconds,
+                    "stopped_epoch": history.stopped_epoch,
+                    "best_epoch": history.best_epoch,
                     "loss": metrics.loss,
                     "accuracy": metrics.accuracy,
                     "report": metrics.report,
@@ -85,6 +87,8 @@ def load_report_inputs(path: Path) -> tuple[Dataset, History, Metrics]:
         metrics={k: tuple(v) for k, v in meta["history"].items()},
         epoch_seconds=tuple(meta["epoch_seconds"]),
         fit_seconds=meta["fit_seconds"],
+        stopped_epoch=meta.get("stopped_epoch"),
+        best_epoch=meta.get("best_epoch"),
     )
     metrics = Metrics(
         loss=meta["loss"],

@@ -32,7 +32,12 @@ class Classifier:
     uri: str
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities of (n, 28, 28) uint8 images, as the pipeline's models take them."""
+        """Class probabilities of (n, 28, 28) uint8 images, as the pipeline's models take them
+        (given a channel axis when the model's input has one)."""
+        images = np.asarray(images)
+        shape = getattr(self.model, "input_shape", None)
+        if shape is not None and len(shape) == 4:  # (None, 28, 28, 1)
+            images = images.reshape((len(images), *shape[1:]))
         return np.asarray(self.model.predict(images, verbose=0), dtype=np.float64)
 
 
@@ -98,7 +103,7 @@ def load_classifier(model: str) -> Classifier:
         first = message.strip().splitlines()[0]
         raise ModelError(f"model {model} not found in {store}: {first}") from exc
     shape = tuple(keras_model.input_shape[1:])
-    if shape != (SIZE, SIZE):
+    if shape not in ((SIZE, SIZE), (SIZE, SIZE, 1)):
         raise ModelError(f"model {model} takes inputs of shape {shape}, not {SIZE}x{SIZE} images")
     classes = _class_names(run_id, int(keras_model.output_shape[-1]))
     return Classifier(keras_model, classes, uri)

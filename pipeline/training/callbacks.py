@@ -11,6 +11,16 @@ from pipeline.training.backend import keras
 log = logging.getLogger(__name__)
 
 
+class LearningRateToLogs(keras.callbacks.Callback):
+    """Adds the optimizer's learning rate at the end of each epoch to the epoch's logs (the
+    metric `learning_rate`), so a schedule is seen in the run's curves."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            rate = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+
 class EpochsToRecorder(keras.callbacks.Callback):
     """Hands each epoch's logs to the recorder (step = epoch number), and stops the job early
     if the recorder could not open the run in the store."""

@@ -69,6 +69,7 @@ def fit(
         TrainingError: the loss became NaN or infinite (training stops at that epoch).
     """
     timer = _EpochTimer()
+    stopping = _early_stopping(cfg)
     validation = (splits.val.x, splits.val.y) if splits.val is not None else None
     start = time.perf_counter()
     keras_history = model.fit(
@@ -81,7 +82,7 @@ def fit(
         shuffle=cfg.shuffle,
         verbose=cfg.verbose,
         # Stops at the first non-finite loss instead of training on garbage.
-        callbacks=[timer, keras.callbacks.TerminateOnNaN(), *callbacks],
+        callbacks=[timer, keras.callbacks.TerminateOnNaN(), *callbacks, *stopping],
     )
     fit_seconds = time.perf_counter() - start
     metrics = {k: tuple(float(v) for v in vals) for k, vals in keras_history.history.items()}
@@ -93,4 +94,40 @@ def fit(
             tags={"diverged_epoch": str(len(losses)), "diverged_loss": str(losses[-1])},
         )
     log.info("fit: %d epochs in %.1f s", len(timer.seconds), fit_seconds)
-    return History(metrics=metrics, epoch_seconds=tuple(timer.seconds), fit_seconds=fit_seconds)
+    stopped, best = _stopped_and_best(stopping, len(timer.seconds))
+    return History(
+        metrics=metrics,
+        epoch_seconds=tuple(timer.seconds),
+        fit_seconds=fit_seconds,
+        stopped_epoch=stopped,
+        best_epoch=best,
+    )
+
+
+def _early_stopping(cfg: TrainerConfig) -> list[keras.callbacks.EarlyStopping]:
+    """Keras' EarlyStopping as `trainer.early_stopping` says, or none."""
+    rule = cfg.early_stopping
+    if rule.patience is None:
+        return []
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=rule.monitor,
+            min_delta=rule.min_delta,
+            patience=rule.patience,
+            restore_best_weights=rule.restore_best_weights,
+            verbose=0,
+        )
+    ]
+
+
+def _stopped_and_best(stopping, epochs: int) -> tuple[int | None, int | None]:
+    """The epoch early stopping stopped at (None if it let every epoch run) and the best epoch
+    (1-based), from Keras' callback; (None, None) without early stopping."""
+    if not stopping:
+        return None, None
+    rule = stopping[0]
+    stopped = rule.stopped_epoch + 1 if rule.stopped_epoch else None
+    best = rule.best_epoch + 1 if rule.best_weights is not None or rule.best_epoch else None
+    if stopped is not None:
+        log.info("early stopping at epoch %d of %d; best epoch %s", stopped, epochs, best)
+    return stopped, best

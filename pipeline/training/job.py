@@ -22,7 +22,7 @@ from pipeline.config.naming import config_key, flatten, run_name
 from pipeline.config.schema import Config, to_config
 from pipeline.data.load import Dataset, load
 from pipeline.data.preprocess import Splits, preprocess
-from pipeline.models.build import build, named_weights
+from pipeline.models.build import build, check_optimizer, named_weights, total_steps
 from pipeline.reporting.inputs import ReportRequest, save_report_inputs
 from pipeline.tracking import store
 from pipeline.tracking.client import RecorderClient
@@ -41,7 +41,7 @@ from pipeline.tracking.protocol import (
 from pipeline.tracking.sweep import PARENT_RUN_FILE
 from pipeline.training import devices
 from pipeline.training.backend import keras, tf
-from pipeline.training.callbacks import EpochsToRecorder, ReportToTrial
+from pipeline.training.callbacks import EpochsToRecorder, LearningRateToLogs, ReportToTrial
 from pipeline.training.evaluate import evaluate
 from pipeline.training.fit import fit, set_threads, steps_per_execution
 from pipeline.training.results import History, Metrics
@@ -87,6 +87,9 @@ def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str
         "dataset": conf.dataset.name,
         "model": conf.model.name,
         "optimizer": conf.optimizer.name,
+        # What was built and what trained it (a `_target_` may be any builder or class).
+        "model_builder": conf.model.target,
+        "optimizer_class": conf.optimizer.target,
         "overrides": " ".join(overrides),
         # The same for runs that differ only in seed: MLflow's "Group by" and compare use it.
         "config_key": config_key(flatten(resolved)),
@@ -252,7 +255,9 @@ def _steps(
 
 
 def _set_up_devices(conf: Config) -> None:
-    """TensorFlow's threads and devices, checked against what the machine has."""
+    """TensorFlow's threads and devices, checked against what the machine has; the
+    optimizer's keys, checked against its class now that Keras is here."""
+    check_optimizer(conf.optimizer)
     set_threads(conf.trainer)
     devices.split_cpu(conf.trainer)
     devices.check(conf.trainer)
@@ -309,7 +314,7 @@ def _train(conf: Config, rec: RecorderClient, model: keras.Model, data: Loaded) 
     """Fit, then evaluate on the test set; a trial the search pruned ends here."""
     # Nothing else runs in this process while the model trains: recording happens in the
     # recorder process, on the other core.
-    callbacks: list[keras.callbacks.Callback] = [EpochsToRecorder(rec)]
+    callbacks: list[keras.callbacks.Callback] = [LearningRateToLogs(), EpochsToRecorder(rec)]
     if conf.search.trial_id is not None:
         callbacks.append(ReportToTrial(conf.search))
     history = fit(conf.trainer, model, data.splits, callbacks)
@@ -323,13 +328,23 @@ def _train(conf: Config, rec: RecorderClient, model: keras.Model, data: Loaded) 
         "test_accuracy": metrics.accuracy,
         "fit_seconds": history.fit_seconds,
     }
+    # Where early stopping ended the run and which epoch's weights it kept.
+    final |= {
+        name: float(epoch)
+        for name, epoch in (
+            ("stopped_epoch", history.stopped_epoch),
+            ("best_epoch", history.best_epoch),
+        )
+        if epoch is not None
+    }
     return Trained(history, metrics, final)
 
 
 def _record(rec, conf: Config, out: Path, model, data: Loaded, trained: Trained) -> None:
     """The run's test metrics, weights, per-example predictions and the model."""
     final, metrics = trained.final, trained.metrics
-    rec.send(LogMetrics({k: final[k] for k in ("test_loss", "test_accuracy", "fit_seconds")}))
+    once = ("test_loss", "test_accuracy", "fit_seconds", "stopped_epoch", "best_epoch")
+    rec.send(LogMetrics({k: final[k] for k in once if k in final}))
     f1 = {
         f"test_f1_{name}": metrics.report[name]["f1-score"]
         for name in data.ds.class_names
@@ -373,6 +388,7 @@ def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
             ds.train_x.shape[1:],
             len(ds.class_names),
             steps_per_execution(conf.trainer, num_train),
+            total_steps(num_train, conf.trainer.batch_size, conf.trainer.epochs),
         )
     return model, strategy.num_replicas_in_sync
 

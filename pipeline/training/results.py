@@ -21,11 +21,16 @@ class History:
             `val_loss`, `val_accuracy`).
         epoch_seconds: wall time of each epoch, validation included.
         fit_seconds: wall time of the whole `model.fit` call.
+        stopped_epoch: the epoch early stopping ended training at, or None.
+        best_epoch: the epoch whose weights the model kept (early stopping with
+            restore_best_weights), or None.
     """
 
     metrics: dict[str, tuple[float, ...]]
     epoch_seconds: tuple[float, ...]
     fit_seconds: float
+    stopped_epoch: int | None = None
+    best_epoch: int | None = None
 
     @property
     def epochs(self) -> int:

@@ -197,6 +197,17 @@ def test_curves_band_per_configuration_with_whole_epochs():
     assert ticks and all(float(t).is_integer() for t in ticks)
 
 
+def test_curves_of_runs_stopped_early_go_to_the_longest_run():
+    records = [record(["model=ann"], seed, 0.9) for seed in (1, 2, 3)]
+    lengths = (2, 4, 5)  # early stopping ended two of the three runs sooner
+    for r, n in zip(records, lengths, strict=True):
+        r.curves["val_accuracy"] = tuple(0.5 + 0.1 * k for k in range(n))
+    fig = compare.compare(records).figure
+    line = fig.axes[0].lines[0]
+    assert list(line.get_xdata()) == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(line.get_ydata(), [0.5, 0.6, 0.7, 0.8, 0.9])
+
+
 def test_parent_metrics_per_group():
     metrics = compare.compare(study()).parent_metrics()
     assert metrics["ann-adam.test_accuracy_mean"] == pytest.approx(0.970083, abs=1e-5)

@@ -49,8 +49,8 @@ from tests.helpers.stores import init_store, runs_in, sweep_runs
 @pytest.mark.parametrize(
     ("overrides", "names"),
     [
-        (["model=cnn"], ["model/cnn", "ann, linear"]),
-        (["optimizer=adagrad"], ["optimizer/adagrad", "adam, sgd"]),
+        (["model=rnn"], ["model/rnn", "ann, cnn, custom, linear"]),
+        (["optimizer=adagrad"], ["optimizer/adagrad", "adam, adamw, rmsprop, sgd"]),
         (["trainer.epoch=3"], ["trainer.epoch", "did you mean trainer.epochs?"]),
         (["model=lineer"], ["model/lineer", "did you mean model=linear?"]),
         (["experiment=studdy"], ["experiment/studdy", "did you mean experiment=study?"]),
@@ -63,7 +63,10 @@ from tests.helpers.stores import init_store, runs_in, sweep_runs
         (["optimizer.learning_rate=-1"], ["optimizer.learning_rate=-1"]),
         (["trainer.validation_split=1"], ["trainer.validation_split=1"]),
         (["trainer.validation_split=-0.1"], ["trainer.validation_split=-0.1"]),
-        (["model.hidden_units=0"], ["model.hidden_units=0"]),
+        (["model=ann", "model.hidden_units=0"], ["model.hidden_units=0"]),
+        (["model=linear", "+model.hidden_units=64"], ["model.hidden_units", "takes no keys"]),
+        (["model=custom"], ["model._target_ is missing"]),
+        (["optimizer.momentun=0.9"], ["optimizer.momentun", "did you mean optimizer.momentum?"]),
         (["dataset.limit=0"], ["dataset.limit=0"]),
     ],
 )
@@ -232,7 +235,7 @@ class PoisonAfter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == self.epochs:
-            kernel = self.model.get_layer("dense").kernel
+            kernel = self.model.get_layer("linear").get_layer("dense").kernel
             kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
 
 

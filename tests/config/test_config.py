@@ -48,7 +48,7 @@ def test_preset_seed_ann_fashion():
         "ann",
         "adam",
     )
-    assert conf.model.hidden_units == 128
+    assert conf.model.keys == {"hidden_units": 128, "activation": "relu"}
     assert conf.optimizer.learning_rate == 0.001
     assert (conf.trainer.epochs, conf.trainer.batch_size) == (20, 32)
     assert conf.trainer.validation_split == 0.0
@@ -90,6 +90,7 @@ def test_ordinary_overrides():
                 "trainer.epochs=2",
                 "trainer.batch_size=16",
                 "trainer.validation_split=0",
+                "model=ann",
                 "model.hidden_units=32",
                 "seed=7",
                 "dataset.limit=100",
@@ -99,7 +100,7 @@ def test_ordinary_overrides():
     assert conf.optimizer.learning_rate == 0.05
     assert (conf.trainer.epochs, conf.trainer.batch_size) == (2, 16)
     assert conf.trainer.validation_split == 0
-    assert conf.model.hidden_units == 32
+    assert conf.model.keys["hidden_units"] == 32
     assert (conf.seed, conf.dataset.limit) == (7, 100)
 
 
@@ -113,7 +114,7 @@ def test_data_dir_comes_from_the_environment(monkeypatch):
 @pytest.mark.parametrize(
     ("override", "error", "names"),
     [
-        ("model=cnn", ConfigCompositionException, "model"),
+        ("model=rnn", ConfigCompositionException, "model"),
         ("optimizer=adagrad", ConfigCompositionException, "optimizer"),
         ("trainer.epoch=3", ConfigCompositionException, "trainer.epoch"),
         ("trainer.epochs=abc", ConfigCompositionException, "trainer.epochs=abc"),
@@ -134,12 +135,15 @@ def test_bad_override_fails_while_composing(override, error, names):
         ("trainer.validation_split=1.5", "trainer.validation_split"),
         ("trainer.validation_split=1", "trainer.validation_split"),
         ("trainer.validation_split=-0.1", "trainer.validation_split"),
-        ("model.hidden_units=0", "model.hidden_units"),
+        ("model=ann model.hidden_units=0", "model.hidden_units"),
+        ("model=cnn model.dropout=1", "model.dropout"),
+        ("optimizer.schedule=linear", "optimizer.schedule"),
+        ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience"),
         ("dataset.limit=0", "dataset.limit"),
     ],
 )
 def test_out_of_range_value_names_the_key(override, key):
-    cfg = make_config([override])
+    cfg = make_config(override.split())
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         to_config(cfg)
 
@@ -233,7 +237,7 @@ def options(group: str) -> str:
         (
             ["optimizer.learning_rat=0.1"],
             "Could not override 'optimizer.learning_rat'; "
-            "Key 'learning_rat' not in 'OptimizerConfig'; did you mean optimizer.learning_rate?",
+            "Key 'learning_rat' is not in struct; did you mean optimizer.learning_rate?",
             "optimizer.learning_rate",
         ),
         (
@@ -321,10 +325,10 @@ def test_help_says_what_the_tool_does_without_tensorflow():
     head = out.stdout.splitlines()[:12]
     assert head[0].startswith("python -m pipeline")
     assert "powered by Hydra" not in out.stdout
-    assert any("Trains a linear softmax classifier or an ANN" in line for line in head)
+    assert any("Trains a linear softmax classifier, an ANN or a CNN" in line for line in head)
     for command in ("model=ann optimizer=adam", "experiment=study"):
         assert any(command in line for line in head), command
-    assert "model: ann, linear" in out.stdout  # the groups and the config follow
+    assert "model: ann, cnn, custom, linear" in out.stdout  # the groups and the config follow
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert "tensorflow" not in imported and "mlflow" not in imported
 

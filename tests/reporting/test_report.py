@@ -14,7 +14,7 @@ from sklearn.metrics import classification_report
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from pipeline.config.schema import ReportConfig
-from pipeline.reporting.figures import report
+from pipeline.reporting.figures import report, weights_figure
 from pipeline.reporting.pages import render_html
 from pipeline.training.evaluate import Metrics
 from pipeline.training.fit import History
@@ -137,8 +137,27 @@ def test_report_can_be_switched_off():
     assert run_report(only()) == {}
 
 
-def test_no_weights_for_the_ann():
-    assert run_report(only("weights"), model="ann") == {}
+def test_the_weights_figure_follows_the_first_layers_shape():
+    rng = np.random.default_rng(3)
+    hidden = rng.normal(size=(784, 128))
+    ann = {"hidden/kernel": hidden, "hidden/bias": np.zeros(128)}
+    ann |= {"dense/kernel": rng.normal(size=(128, 10)), "dense/bias": np.zeros(10)}
+    fig = weights_figure(ann, (28, 28), NAMES, TITLE)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == [f"unit {k}" for k in range(16)]
+    np.testing.assert_array_equal(shown[5].images[0].get_array(), hidden[:, 5].reshape(28, 28))
+    assert "first 16 units of hidden" in fig.get_suptitle()
+
+    filters = rng.normal(size=(3, 3, 1, 32))
+    cnn = {"conv1/kernel": filters, "conv1/bias": np.zeros(32), "dense/kernel": np.ones((5, 10))}
+    fig = weights_figure(cnn, (28, 28), NAMES, TITLE)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == [f"filter {k}" for k in range(16)]
+    np.testing.assert_array_equal(shown[2].images[0].get_array(), filters[:, :, 0, 2])
+
+    # A first layer that does not see the whole image draws nothing, whatever the model's name.
+    assert weights_figure({"dense/kernel": np.ones((50, 10))}, (28, 28), NAMES, TITLE) is None
+    assert run_report(only("weights"), model="ann").keys() == {"weights.png"}
 
 
 # --- samples -----------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from pipeline.config.schema import ModelConfig, OptimizerConfig, TrainerConfig
+from pipeline.config.schema import ModelConfig, OptimizerConfig, TrainerConfig, to_config
 from pipeline.data.preprocess import Split, Splits, preprocess
 from pipeline.errors import ConfigError
 from pipeline.models.build import build, named_weights
 from pipeline.training.backend import keras
 from pipeline.training.evaluate import evaluate
 from pipeline.training.fit import fit, steps_per_execution
+from tests.helpers.cli import make_config
 from tests.helpers.data import tiny_dataset
 
 # --- preprocess ---------------------------------------------------------------------------
@@ -46,8 +47,14 @@ def test_preprocess_refuses_a_split_that_leaves_no_training_data():
 # --- build --------------------------------------------------------------------------------
 
 
+def parts(*overrides: str) -> tuple[ModelConfig, OptimizerConfig]:
+    """The model and optimizer configs of `overrides`, as a job composes them."""
+    conf = to_config(make_config(list(overrides)))
+    return conf.model, conf.optimizer
+
+
 def test_build_linear_is_score_w_x_plus_b():
-    model = build(ModelConfig(name="linear"), OptimizerConfig("sgd", 0.01), (28, 28), 10)
+    model = build(*parts(), (28, 28), 10)
     assert model.count_params() == 7850
     weights = named_weights(model)
     assert {k: v.shape for k, v in weights.items()} == {
@@ -63,12 +70,12 @@ def test_build_linear_is_score_w_x_plus_b():
 
 
 def test_build_ann():
-    model = build(
-        ModelConfig(name="ann", hidden_units=128), OptimizerConfig("adam", 0.001), (28, 28), 10
-    )
+    model = build(*parts("model=ann", "optimizer=adam"), (28, 28), 10)
     assert model.count_params() == 784 * 128 + 128 + 128 * 10 + 10
-    assert [layer.name for layer in model.layers] == ["scale", "flatten", "hidden", "dense"]
-    assert model.get_layer("hidden").activation.__name__ == "relu"
+    network = model.get_layer("ann")
+    assert [layer.name for layer in model.layers] == ["image", "scale", "channels", "ann"]
+    assert [layer.name for layer in network.layers] == ["flatten", "hidden", "dense"]
+    assert network.get_layer("hidden").activation.__name__ == "relu"
     assert type(model.optimizer).__name__ == "Adam"
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.001)
 
@@ -78,7 +85,7 @@ def test_build_ann():
 
 def test_fit_learns_and_records_every_epoch():
     s = preprocess(tiny_dataset(n_train=200), 0.25)
-    model = build(ModelConfig(name="linear"), OptimizerConfig("adam", 0.01), (28, 28), 10)
+    model = build(*parts("optimizer=adam", "optimizer.learning_rate=0.01"), (28, 28), 10)
     h = fit(TrainerConfig(epochs=4, batch_size=16, verbose=0), model, s)
     assert h.epochs == 4 and len(h.epoch_seconds) == 4
     assert set(h.metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -96,7 +103,7 @@ def test_fit_runs_whole_epochs_per_execution_with_a_partial_last_batch():
     results = []
     for spe in (1, steps_per_execution(cfg, len(s.train))):
         keras.utils.set_random_seed(1)
-        model = build(ModelConfig(name="linear"), OptimizerConfig("sgd", 0.1), (28, 28), 10, spe)
+        model = build(*parts("optimizer.learning_rate=0.1"), (28, 28), 10, spe)
         results.append(fit(cfg, model, s).metrics["loss"])
     # Same batches, same updates: only where the Python loop sits differs.
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
@@ -104,7 +111,7 @@ def test_fit_runs_whole_epochs_per_execution_with_a_partial_last_batch():
 
 def test_fit_without_validation():
     s = preprocess(tiny_dataset(), 0.0)
-    model = build(ModelConfig(name="linear"), OptimizerConfig("sgd", 0.01), (28, 28), 10)
+    model = build(*parts(), (28, 28), 10)
     h = fit(TrainerConfig(epochs=1, batch_size=32, verbose=0), model, s)
     assert set(h.metrics) == {"loss", "accuracy"} and not h.has_validation
 
@@ -147,7 +154,7 @@ def test_test_loss_is_computed_as_keras_computes_val_loss():
     shuffled = Split(x=s.test.x, y=np.random.default_rng(0).permutation(s.test.y))
     splits = Splits(train=s.train, val=shuffled, test=shuffled)  # labels it cannot learn
     keras.utils.set_random_seed(3)
-    model = build(ModelConfig(name="linear"), OptimizerConfig("sgd", 1e4), (28, 28), 10)
+    model = build(*parts("optimizer.learning_rate=1e4"), (28, 28), 10)
     h = fit(TrainerConfig(epochs=2, batch_size=16, verbose=0), model, splits)
     m = evaluate(model, splits.test, tuple("abcdefghij"))
     assert h.metrics["val_loss"][-1] > 100  # far beyond what clipped probabilities can give
