@@ -101,7 +101,6 @@ def _jobs(args: list[str]) -> list[list[str]]:
     return [fixed + list(combo) for combo in combos]
 
 
-@pytest.mark.parametrize(("where", "args"), COMMANDS, ids=[w for w, _ in COMMANDS])
 def _docs_own_modules(folder: Path) -> None:
     """Write the Python modules the docs give as files (a block opening with `# name.py`)
     into `folder`, as a reader would before running the commands that use them."""
@@ -110,6 +109,7 @@ def _docs_own_modules(folder: Path) -> None:
             (folder / block[0]).write_text(block[1])
 
 
+@pytest.mark.parametrize(("where", "args"), COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_documented_command_composes_and_passes_the_checks(where, args, monkeypatch, tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
