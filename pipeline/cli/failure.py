@@ -7,18 +7,14 @@ ends with a did-you-mean when a real option or key is close to the one given.
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from pipeline.config.naming import closest
 from pipeline.config.schema import CONF_DIR, known_keys
-
-# How alike a misspelled key or option and a real one must be (difflib's ratio) to be offered:
-# `lineer` -> `linear` (0.83), but not `cnn` -> `ann` (0.67).
-CLOSE_ENOUGH = 0.7
 
 
 def fail(exc: BaseException) -> int:
@@ -43,14 +39,14 @@ def did_you_mean(exc: BaseException) -> str | None:
     `model=linear` for a missing `model/lineer`, `trainer.epochs` for `trainer.epoch`."""
     if isinstance(exc, MissingConfigException):
         group, _, wrong = (exc.missing_cfg_file or "").rpartition("/")
-        close = _closest(wrong, exc.options or [])
+        close = closest(wrong, exc.options or [])
         return f"{group}={close}" if group and close else None
     key = _missing_key(exc)
     # Hydra's own settings are not the schema's: no key of it would be close.
     if key is None or key.split(".")[0] == "hydra":
         return None
     groups = [p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()]
-    return _closest(key, known_keys() + groups)
+    return closest(key, known_keys() + groups)
 
 
 def _parts(exc: BaseException) -> list[str]:
@@ -90,14 +86,6 @@ def _missing_key(exc: BaseException) -> str | None:
         if isinstance(error, ConfigAttributeError | ConfigKeyError) and error.full_key:
             return str(error.full_key)
     return None
-
-
-def _closest(wrong: str, choices: list[str]) -> str | None:
-    """The choice most like `wrong`, if one is close enough and `wrong` is not itself one."""
-    if not wrong or wrong in choices:
-        return None
-    close = difflib.get_close_matches(wrong, choices, n=1, cutoff=CLOSE_ENOUGH)
-    return close[0] if close else None
 
 
 def _lines(message: BaseException | str) -> list[str]:

@@ -3,6 +3,7 @@ the one table of short names that run names and comparison labels share."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -106,3 +107,17 @@ def config_key(flat: Mapping[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:8]
     names = (kept.get(f"{group}.name", "?") for group in ("model", "optimizer", "dataset"))
     return "-".join([*names, digest])
+
+
+# How alike a misspelled key, option or name and a real one must be (difflib's ratio) to be
+# offered: `lineer` -> `linear` (0.83), but not `cnn` -> `ann` (0.67).
+CLOSE_ENOUGH = 0.7
+
+
+def closest(wrong: str, choices: list[str]) -> str | None:
+    """The choice most like `wrong`, for a did-you-mean, if one is close enough and `wrong` is
+    not itself one."""
+    if not wrong or wrong in choices:
+        return None
+    close = difflib.get_close_matches(wrong, choices, n=1, cutoff=CLOSE_ENOUGH)
+    return close[0] if close else None

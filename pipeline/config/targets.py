@@ -7,7 +7,6 @@ in, as `python -m` finds modules there.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import os
@@ -18,10 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from pipeline.config.naming import closest
 from pipeline.errors import ConfigError
-
-# How alike a misspelled key and a real one must be (difflib's ratio) to be offered.
-CLOSE_ENOUGH = 0.7
 
 
 @dataclass(frozen=True)
@@ -68,8 +65,8 @@ def resolve(target: str, where: str) -> Callable:
     found = getattr(module, attribute, None)
     if not callable(found):
         public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        close = difflib.get_close_matches(attribute, public, n=1, cutoff=CLOSE_ENOUGH)
-        hint = f"; did you mean {module_name}.{close[0]}?" if close else ""
+        close = closest(attribute, public)
+        hint = f"; did you mean {module_name}.{close}?" if close else ""
         raise ConfigError(f"{where}={target}: {module_name} has no {attribute}{hint}")
     return found
 
@@ -93,8 +90,8 @@ def check_keys(
         if key not in parameters or key in given:
             if takes_any:
                 continue
-            close = difflib.get_close_matches(key, names, n=1, cutoff=CLOSE_ENOUGH)
-            hint = f"; did you mean {prefix}.{close[0]}?" if close else ""
+            close = closest(key, names)
+            hint = f"; did you mean {prefix}.{close}?" if close else ""
             takes = ", ".join(names) or "no keys"
             raise ConfigError(
                 f"{prefix}.{key} is not a key of {_name(target)} (it takes {takes}){hint}"

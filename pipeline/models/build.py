@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from pipeline.config.schema import BUILDER_ARGUMENTS, ModelConfig, OptimizerConfig
+from pipeline.config.schema import ModelConfig, OptimizerConfig
 from pipeline.config.targets import check_keys, resolve
 from pipeline.errors import ConfigError
 from pipeline.training.backend import keras
@@ -104,6 +104,3 @@ def named_weights(model: keras.Model) -> dict[str, np.ndarray]:
         parts = w.path.split("/")
         out["/".join(parts[-2:])] = w.numpy()
     return out
-
-
-__all__ = ["BUILDER_ARGUMENTS", "build", "check_optimizer", "named_weights", "optimizer"]

@@ -330,7 +330,6 @@ def report(
     history: History,
     metrics: Metrics,
     weights: dict[str, np.ndarray],
-    model_name: str,
     title: str,
 ) -> dict[str, Figure | str]:
     """The run's artifacts by file name: a Figure for each .png, the text of each .json.
@@ -338,11 +337,10 @@ def report(
     Args:
         cfg: which artifacts to make and how many images they show.
         weights: the model's weights by name, in layer order; the first layer's are drawn.
-        model_name: the model's name (`model.name`).
         title: shown on each figure, e.g. "linear / sgd / mnist".
     """
     return data_figures(cfg, ds, title) | result_artifacts(
-        cfg, ds, history, metrics, weights, model_name, title
+        cfg, ds, history, metrics, weights, title
     )
 
 
@@ -352,7 +350,6 @@ def result_artifacts(
     history: History,
     metrics: Metrics,
     weights: dict[str, np.ndarray],
-    model_name: str,
     title: str,
 ) -> dict[str, Figure | str]:
     """The artifacts that need the trained model's results: all of `report` but data_figures."""

@@ -19,12 +19,10 @@ from pipeline.training.results import History, Metrics
 
 @dataclass(frozen=True)
 class ReportRequest:
-    """What the report is drawn with, beside the arrays: its switches, the model's name, the
-    title; and once the job has trained, the weights' file, the settings shown and the final
-    metrics."""
+    """What the report is drawn with, beside the arrays: its switches and title; and once the
+    job has trained, the weights' file, the settings shown and the final metrics."""
 
     config: ReportConfig
-    model: str
     title: str
     weights: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)

@@ -42,9 +42,7 @@ def draw_figures(
             continue
         began = time.perf_counter()
         one = replace(cfg, **{s: s == switch for s in FIGURE_SWITCHES})
-        for name, item in report(
-            one, ds, history, metrics, weights, request.model, request.title
-        ).items():
+        for name, item in report(one, ds, history, metrics, weights, request.title).items():
             if isinstance(item, str):
                 (out / name).write_text(item)
                 written[name] = item

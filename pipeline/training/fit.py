@@ -127,7 +127,7 @@ def _stopped_and_best(stopping, epochs: int) -> tuple[int | None, int | None]:
         return None, None
     rule = stopping[0]
     stopped = rule.stopped_epoch + 1 if rule.stopped_epoch else None
-    best = rule.best_epoch + 1 if rule.best_weights is not None or rule.best_epoch else None
+    best = rule.best_epoch + 1
     if stopped is not None:
         log.info("early stopping at epoch %d of %d; best epoch %s", stopped, epochs, best)
     return stopped, best

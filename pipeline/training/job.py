@@ -223,7 +223,6 @@ def _steps(
             model, replicas = _build(conf, data.ds, len(data.splits.train))
         request = ReportRequest(
             config=conf.report,
-            model=conf.model.name,
             title=f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}",
         )
         _open_run(rec, spec, conf, cfg, out, model, replicas, data, request)

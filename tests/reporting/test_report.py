@@ -99,11 +99,11 @@ def only(*switches: str, **counts: int) -> ReportConfig:
     return ReportConfig(**{s: s in switches for s in [*SWITCHES, "html"]}, **counts)
 
 
-def run_report(cfg: ReportConfig, ds=None, metrics=None, model="linear", with_val=True):
+def run_report(cfg: ReportConfig, ds=None, metrics=None, with_val=True):
     ds = ds or tiny_dataset(**SMALL)
     metrics = metrics or make_metrics(ds.test_y, WRONG)
     weights = {"dense/kernel": make_kernel(), "dense/bias": np.zeros(10)}
-    return report(cfg, ds, _history(with_val), metrics, weights, model, TITLE)
+    return report(cfg, ds, _history(with_val), metrics, weights, TITLE)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_the_weights_figure_follows_the_first_layers_shape():
 
     # A first layer that does not see the whole image draws nothing, whatever the model's name.
     assert weights_figure({"dense/kernel": np.ones((50, 10))}, (28, 28), NAMES, TITLE) is None
-    assert run_report(only("weights"), model="ann").keys() == {"weights.png"}
+    assert run_report(only("weights")).keys() == {"weights.png"}
 
 
 # --- samples -----------------------------------------------------------------------------
