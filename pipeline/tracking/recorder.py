@@ -55,6 +55,21 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
+def _log_input(dataset, context: str, tries: int = 3) -> None:
+    """Log one dataset input. The parallel jobs of a sweep may add the same dataset at once; the
+    store keeps one row per (experiment, name, digest), so the loser's transaction is rolled back
+    with an IntegrityError, and a second try finds the row the winner wrote."""
+    import mlflow
+
+    for attempt in range(tries):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except Exception as exc:
+            if "IntegrityError" not in str(exc) or attempt == tries - 1:
+                raise
+
+
 # Each record's handler (a method of _Run) and the stage a failure of it is reported as.
 HANDLERS: dict[type, Callable] = {}
 STAGES: dict[type, str] = {}
@@ -136,7 +151,7 @@ class _Run:
                 dataset = mlflow.data.from_numpy(
                     x, targets=y, source=item.source, name=item.name, digest=item.digest
                 )
-            mlflow.log_input(dataset, context=item.context)
+            _log_input(dataset, item.context)
 
     @handles(LogParams)
     def params(self, record: LogParams) -> None:

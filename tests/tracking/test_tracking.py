@@ -148,3 +148,44 @@ def test_the_client_sends_records_only(isolated_tracking):
     with pytest.raises(TypeError, match="tuple"):
         rec.send(("metrics", {"loss": 1.0}, 1))
     rec.close("KILLED")
+
+
+def test_a_dataset_another_job_added_first_is_found_on_the_second_try(
+    isolated_tracking, monkeypatch
+):
+    """Parallel jobs of a sweep add the same dataset row at once; the store rolls back the loser
+    with an IntegrityError, and the loser's second try must find the winner's row."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import recorder
+
+    x = np.zeros((4, 3), np.float32)
+    dataset = mlflow.data.from_numpy(x, targets=np.arange(4), source="/d", name="train")
+    mlflow.set_experiment("race")
+    with mlflow.start_run() as winner:
+        mlflow.log_input(dataset, context="training")
+    real, calls = mlflow.log_input, []
+
+    def lose_once(ds, context):
+        calls.append(context)
+        if len(calls) == 1:
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name"
+            )
+        real(ds, context=context)
+
+    monkeypatch.setattr(mlflow, "log_input", lose_once)
+    with mlflow.start_run() as loser:
+        recorder._log_input(dataset, "training")
+    assert calls == ["training", "training"]
+    client = MlflowClient(isolated_tracking)
+    for run in (winner, loser):
+        (logged,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert logged.dataset.name == "train" and logged.dataset.digest == dataset.digest
+
+    def refuse(ds, context):
+        raise MlflowException("the store is read-only")
+
+    monkeypatch.setattr(mlflow, "log_input", refuse)  # any other failure is not retried
+    with mlflow.start_run(), pytest.raises(MlflowException, match="read-only"):
+        recorder._log_input(dataset, "training")
