@@ -3,12 +3,14 @@
     python benchmarks/keras_convnet.py                # 3 epochs, 3 repeats of each, ~8 minutes here
     python benchmarks/keras_convnet.py --epochs 15    # the example's own 15 epochs
     python benchmarks/keras_convnet.py --smoke        # 1 epoch, 2000 images: keeps it working
+    python benchmarks/keras_convnet.py --precisions float32,mixed_bfloat16   # both precisions
 
 One after the other and repeated, in fresh processes on this machine:
 - baseline: the example's code (float32 arrays from /255, one-hot labels, batch 128, Adam, the
   last 10% as validation), its data read from the same IDX files as the pipeline;
 - pipeline: `python -m pipeline model=cnn optimizer=adam trainer.batch_size=128
-  trainer.validation_split=0.1` with MLflow logging and the report, into a temporary store.
+  trainer.validation_split=0.1` with MLflow logging and the report, into a temporary store,
+  once per `trainer.precision` in --precisions (float32 unless given).
 Prints the fit seconds and the test accuracy of each (median and range) and the ratio of the
 medians, and writes them as JSON. Needs PIPELINE_DATA_DIR (the folder with mnist/).
 """
@@ -73,9 +75,10 @@ def example(epochs: int, limit: int | None) -> dict:
     return {"fit_seconds": fit_seconds, "test_accuracy": float(accuracy)}
 
 
-def pipeline(epochs: int, limit: int | None, folder: Path) -> dict:
+def pipeline(epochs: int, limit: int | None, folder: Path, precision: str) -> dict:
     """The same network and settings through `python -m pipeline`, recorded in full."""
     args = [
+        f"trainer.precision={precision}",
         "model=cnn",
         "optimizer=adam",
         "trainer.batch_size=128",
@@ -101,6 +104,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--precisions", default="float32", help="trainer.precision values, a,b")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "keras_convnet.json")
     parser.add_argument("--example", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
@@ -111,28 +115,42 @@ def main() -> None:
     if args.smoke:
         args.epochs, args.repeats, args.limit = 1, 1, 2000
         print(SMOKE_NOTE)
-    runs: dict[str, list[dict]] = {"baseline": [], "pipeline": []}
+    precisions = args.precisions.split(",")
+    arms = {p: "pipeline" if p == "float32" else f"pipeline {p}" for p in precisions}
+    runs: dict[str, list[dict]] = {"baseline": [], **{arm: [] for arm in arms.values()}}
     for _ in range(args.repeats):  # alternated, so that both see the same machine
         command = [sys.executable, __file__, "--example", f"--epochs={args.epochs}"]
         command += [f"--limit={args.limit}"] if args.limit else []
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         runs["baseline"].append(json.loads(out.strip().splitlines()[-1]))
-        with tempfile.TemporaryDirectory() as tmp:
-            runs["pipeline"].append(pipeline(args.epochs, args.limit, Path(tmp)))
+        for precision, arm in arms.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                runs[arm].append(pipeline(args.epochs, args.limit, Path(tmp), precision))
     print(f"Keras' convnet example vs model=cnn, {args.epochs} epochs, {args.repeats} repeats")
     print("| run | fit s | test accuracy |\n|---|---|---|")
     for name, results in runs.items():
         fit = [r["fit_seconds"] for r in results]
         acc = [r["test_accuracy"] for r in results]
         print(f"| {name} | {_summary(fit)} | {_summary(acc)} |")
-    ratio = statistics.median(r["fit_seconds"] for r in runs["pipeline"]) / statistics.median(
-        r["fit_seconds"] for r in runs["baseline"]
-    )
-    print(f"ratio (medians): fit {ratio:.2f}")
+    baseline = statistics.median(r["fit_seconds"] for r in runs["baseline"])
+    ratios = {
+        arm: statistics.median(r["fit_seconds"] for r in runs[arm]) / baseline
+        for arm in arms.values()
+    }
+    for arm, ratio in ratios.items():
+        print(f"ratio (medians): fit {ratio:.2f} ({arm} / baseline)")
+    ratio = next(iter(ratios.values()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"smoke": args.smoke, "epochs": args.epochs, "runs": runs, "fit_ratio": ratio}, indent=2
+            {
+                "smoke": args.smoke,
+                "epochs": args.epochs,
+                "runs": runs,
+                "fit_ratio": ratio,
+                "fit_ratios": ratios,
+            },
+            indent=2,
         )
     )
     if args.smoke:

@@ -12,10 +12,10 @@ from tests.helpers.paths import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 
-def _smoke(script: str, out, real_data, timeout: int) -> subprocess.CompletedProcess:
+def _smoke(script: str, out, real_data, timeout: int, *args: str) -> subprocess.CompletedProcess:
     """Run `benchmarks/<script> --smoke`, writing its JSON to `out`; it must succeed."""
     proc = subprocess.run(
-        [sys.executable, f"benchmarks/{script}", "--smoke", "--out", str(out)],
+        [sys.executable, f"benchmarks/{script}", "--smoke", "--out", str(out), *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -84,9 +84,12 @@ def test_smoke_gil_benchmark_times_fit_alone_and_beside_python(real_data, tmp_pa
 
 def test_smoke_convnet_benchmark_runs_both_sides(real_data, tmp_path):
     out = tmp_path / "keras_convnet.json"
-    proc = _smoke("keras_convnet.py", out, real_data, timeout=600)
+    proc = _smoke("keras_convnet.py", out, real_data, 600, "--precisions", "float32,mixed_bfloat16")
     assert "ratio (medians): fit" in proc.stdout
+    assert "(pipeline mixed_bfloat16 / baseline)" in proc.stdout
     results = json.loads(out.read_text())
-    assert results["smoke"] is True and set(results["runs"]) == {"baseline", "pipeline"}
+    arms = {"baseline", "pipeline", "pipeline mixed_bfloat16"}
+    assert results["smoke"] is True and set(results["runs"]) == arms
+    assert set(results["fit_ratios"]) == arms - {"baseline"}
     for runs in results["runs"].values():
         assert 0 < runs[0]["test_accuracy"] <= 1 and runs[0]["fit_seconds"] > 0

@@ -23,6 +23,7 @@ from pipeline.errors import ConfigError
 # The config folder (`conf/`): config.yaml and one folder per group.
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")
 # A TensorFlow device name: /cpu:0, /gpu:1, /device:GPU:0, /job:worker/replica:0/task:0/gpu:0.
 DEVICE_NAME = re.compile(
     r"/?(job:[\w-]+/)?(replica:\d+/)?(task:\d+/)?(device:)?(cpu|gpu|tpu):\d+", re.IGNORECASE
@@ -213,8 +214,18 @@ class TrainerConfig:
     # strategies on a machine without GPUs.
     cpu_devices: int = 1
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # The numbers the layers compute in: float32; mixed_bfloat16 (variables stay float32); or
+    # auto, which times a few steps of this model in each on this machine, takes bfloat16
+    # only where it is clearly faster, and keeps the choice for the next run.
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        _require(
+            self.precision in PRECISIONS,
+            "trainer.precision",
+            self.precision,
+            f"one of {', '.join(PRECISIONS)}",
+        )
         _require(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
         _require(self.batch_size >= 1, "trainer.batch_size", self.batch_size, "an integer >= 1")
         _require(

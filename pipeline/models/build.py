@@ -39,7 +39,11 @@ def build(
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(image)
     if len(input_shape) == 2:
         x = keras.layers.Reshape(shape, name="channels")(x)
-    model = keras.Model(image, network(x), name=model_cfg.name)
+    out = network(x)
+    if keras.mixed_precision.global_policy().compute_dtype != "float32":
+        # Under mixed precision the probabilities and the loss stay in float32.
+        out = keras.layers.Activation("linear", dtype="float32", name="float32_output")(out)
+    model = keras.Model(image, out, name=model_cfg.name)
     model.compile(
         optimizer=optimizer(optimizer_cfg, total_steps),
         loss="sparse_categorical_crossentropy",

@@ -39,7 +39,7 @@ from pipeline.tracking.protocol import (
     RunSpec,
 )
 from pipeline.tracking.sweep import PARENT_RUN_FILE
-from pipeline.training import devices
+from pipeline.training import devices, precision
 from pipeline.training.backend import keras, tf
 from pipeline.training.callbacks import EpochsToRecorder, LearningRateToLogs, ReportToTrial
 from pipeline.training.evaluate import evaluate
@@ -302,7 +302,15 @@ def _open_run(rec, spec, conf, cfg, out, model, replicas, data: Loaded, request)
     summary: list[str] = []
     model.summary(print_fn=lambda line, *a, **k: summary.append(line))
     (out / "model_summary.txt").write_text("\n".join(summary) + "\n")
-    rec.send(LogParams({"num_params": model.count_params(), "num_replicas": replicas}))
+    rec.send(
+        LogParams(
+            {
+                "num_params": model.count_params(),
+                "num_replicas": replicas,
+                "precision_used": model.dtype_policy.name,
+            }
+        )
+    )
     if conf.report.samples:
         n = conf.report.num_samples
         ds = data.ds
@@ -377,6 +385,20 @@ def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
     # Keras' global state from an earlier job in this process (a sweep) goes; a full garbage
     # collection on top would cost about a second a job with TensorFlow loaded.
     keras.backend.clear_session(free_memory=False)
+    shape, classes = ds.train_x.shape[1:], len(ds.class_names)
+    policy = precision.choose(
+        conf.trainer.precision,
+        lambda: build(conf.model, conf.optimizer, shape, classes),
+        shape,
+        conf.trainer.batch_size,
+        {
+            "model": [conf.model.target, dict(conf.model.keys)],
+            "optimizer": conf.optimizer.target,
+            "threads": conf.trainer.intra_op_threads,
+        },
+        Path(conf.dataset.cache_dir).expanduser() / "precision.json",
+    )
+    precision.apply(policy)
     strategy = devices.strategy(conf.trainer)
     keras.utils.set_random_seed(conf.seed)
     tf.config.experimental.enable_op_determinism()
@@ -384,11 +406,12 @@ def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
         model = build(
             conf.model,
             conf.optimizer,
-            ds.train_x.shape[1:],
-            len(ds.class_names),
+            shape,
+            classes,
             steps_per_execution(conf.trainer, num_train),
             total_steps(num_train, conf.trainer.batch_size, conf.trainer.epochs),
         )
+    precision.apply("float32")  # the model keeps its policy; the next job starts from float32
     return model, strategy.num_replicas_in_sync
 
 

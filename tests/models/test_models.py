@@ -198,6 +198,7 @@ def test_a_cnn_run_records_its_rate_its_stop_and_its_filters(tiny_data, isolated
     assert r.info.status == "FINISHED"
     assert r.data.tags["optimizer_class"] == "keras.optimizers.Adam"
     assert r.data.tags["model_builder"] == "pipeline.models.conv.cnn"
+    assert r.data.params["precision_used"] == "float32"
     assert (r.data.metrics["stopped_epoch"], r.data.metrics["best_epoch"]) == (2, 1)
     rates = sorted(client.get_metric_history(r.info.run_id, "learning_rate"), key=lambda m: m.step)
     assert [m.step for m in rates] == [1, 2] and rates[0].value > rates[1].value
