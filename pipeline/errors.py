@@ -51,3 +51,7 @@ class SweepAborted(BaseException):
 
     def __reduce__(self):
         return type(self), (self.error,)
+
+
+class ImageError(PipelineError):
+    """An image that cannot be read, or holds no digit where one is looked for."""

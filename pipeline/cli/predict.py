@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in best))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        fig = figure(images, probs, classifier.class_names, [p.name for p in files])
+        names = [p.name for p in files]
+        ink = classifier.preparation.mnist_centre
+        fig = figure(images, probs, classifier.class_names, names, ink_on_black=ink)
         fig.savefig(args.out / "predictions.png", dpi=90)
         if not args.json:
             print(f"figure: {args.out / 'predictions.png'}")

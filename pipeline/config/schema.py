@@ -29,6 +29,8 @@ DEVICE_NAME = re.compile(
     r"/?(job:[\w-]+/)?(replica:\d+/)?(task:\d+/)?(device:)?(cpu|gpu|tpu):\d+", re.IGNORECASE
 )
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+DATASET_FORMATS = ("idx", "folder")
+MAX_SIDE = 1024  # a folder dataset's image side, in pixels
 
 
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
@@ -42,7 +44,7 @@ class DataFile:
     content (the .gz bytes may differ between mirrors; the content may not)."""
 
     name: str = MISSING
-    sha256: str = MISSING
+    sha256: str = ""  # required by the IDX format
 
 
 @dataclass
@@ -55,23 +57,46 @@ class DataFiles:
 
 @dataclass
 class DatasetConfig:
+    # The experiment's name and the registered model's; for a folder, its name unless given.
     name: str = MISSING
-    # Sub-folder of `path` and of `cache_dir` holding the files (e.g. "mnist").
-    dirname: str = MISSING
+    # `idx`: MNIST's IDX .gz files in `path`/`dirname` (downloaded when absent); `folder`: a
+    # folder of images, one sub-folder per class (`path`/<class>/*.png) or given splits
+    # (`path`/train/<class>/…, `path`/test/<class>/…).
+    format: str = "idx"
+    # Sub-folder of `path` and of `cache_dir` holding the IDX files (e.g. "mnist").
+    dirname: str = ""
     path: str | None = "${oc.env:PIPELINE_DATA_DIR,null}"
     cache_dir: str = "${oc.env:PIPELINE_CACHE_DIR,'~/.cache/pipeline/datasets'}"
     mirrors: list[str] = field(default_factory=list)
     files: DataFiles = field(default_factory=DataFiles)
+    # The IDX datasets' names of the labels 0, 1, …; a folder's are its class folders, sorted.
     class_names: list[str] = field(default_factory=list)
     limit: int | None = None
+    # A folder dataset: the images made grey (1) or colour (3) and resized to image_size
+    # (height, width); without train/ and test/, a stratified test split of this share, the
+    # same for every run with the same split_seed.
+    channels: int = 1
+    image_size: list[int] = field(default_factory=lambda: [28, 28])
+    test_split: float = 0.2
+    split_seed: int = 0
 
     def __post_init__(self) -> None:
+        _require(
+            self.format in DATASET_FORMATS,
+            "dataset.format",
+            self.format,
+            f"one of {', '.join(DATASET_FORMATS)}",
+        )
         _require(
             self.limit is None or self.limit >= 1,
             "dataset.limit",
             self.limit,
             "a positive number of images, or null for all",
         )
+        if self.format == "folder":
+            self._check_folder()
+            return
+        _require(bool(self.dirname), "dataset.dirname", self.dirname, "the IDX files' folder name")
         _require(
             len(self.class_names) >= 2,
             "dataset.class_names",
@@ -86,6 +111,32 @@ class DatasetConfig:
                 digest,
                 "the 64 hex digits of the decompressed file's SHA-256",
             )
+
+    def _check_folder(self) -> None:
+        _require(
+            bool(self.path),
+            "dataset.path",
+            self.path,
+            "the folder of class folders, as dataset.path=DIR",
+        )
+        if not self.name:
+            self.name = Path(str(self.path)).expanduser().resolve().name or "images"
+        _require(
+            self.channels in (1, 3), "dataset.channels", self.channels, "1 (grey) or 3 (colour)"
+        )
+        size = list(self.image_size)
+        _require(
+            len(size) == 2 and all(isinstance(v, int) and 1 <= v <= MAX_SIDE for v in size),
+            "dataset.image_size",
+            size,
+            f"[height, width], each 1..{MAX_SIDE} pixels",
+        )
+        _require(
+            0 < self.test_split < 1,
+            "dataset.test_split",
+            self.test_split,
+            "a fraction in (0, 1)",
+        )
 
 
 # What a builder is given by the pipeline, not by its config: one image's shape and the number

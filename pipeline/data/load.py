@@ -1,4 +1,5 @@
-"""Stage `load`: read the canonical IDX .gz files, verified by SHA-256, downloading if absent."""
+"""Stage `load`: read the canonical IDX .gz files, verified by SHA-256, downloading if absent;
+a folder of images (`dataset.format=folder`) is read by `data.folder`."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ class Dataset:
     """Raw images and labels.
 
     Attributes:
-        train_x: (n_train, 28, 28) uint8.  train_y: (n_train,) uint8 labels 0..9.
-        test_x: (n_test, 28, 28) uint8.    test_y: (n_test,) uint8.
+        train_x: (n_train, H, W) or (n_train, H, W, 3) uint8 (MNIST: 28x28).
+        train_y: (n_train,) uint8 labels 0..len(class_names)-1.
+        test_x, test_y: the same for the test set.
         class_names: one name per label.
     """
 
@@ -41,6 +43,12 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     class_names: tuple[str, ...]
+    # A folder dataset's digest (its files' contents and settings) and folder; "" for IDX data.
+    digest: str = ""
+    source: str = ""
+    # MNIST's light ink on black (drawn dark on white in the figures); a folder's images are
+    # shown as they are.
+    ink_on_black: bool = True
 
 
 def read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
@@ -174,6 +182,10 @@ def load(cfg: DatasetConfig) -> Dataset:
     Raises:
         DataError: a file is missing and cannot be downloaded, or fails verification.
     """
+    if cfg.format == "folder":
+        from pipeline.data.folder import load_folder
+
+        return load_folder(cfg)
     arrays = {}
     for role in FILE_ROLES:
         file = getattr(cfg.files, role)

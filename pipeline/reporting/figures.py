@@ -61,18 +61,31 @@ def montage(
     """
     n, h, w = images.shape[:3]
     rows = math.ceil(n / cols) if n else 0
-    out = np.full((rows * cell[0], cols * cell[1]), np.nan)
+    out = np.full((rows * cell[0], cols * cell[1], *images.shape[3:]), np.nan)
     for i, image in enumerate(images):
         top, left = (i // cols) * cell[0] + at[0], (i % cols) * cell[1] + at[1]
         out[top : top + h, left : left + w] = image
     return out
 
 
+def _cmap(ds: Dataset) -> str:
+    """MNIST's light ink on black is drawn dark on white, as on paper; other images as they are."""
+    return "binary" if ds.ink_on_black else "gray"
+
+
 def _montage_axes(fig: Figure | Any, grid: np.ndarray, cmap: str, vmax: float):
-    """One axes showing `grid` (a montage) pixel for pixel, without frame or ticks."""
+    """One axes showing `grid` (a montage, grey or RGB) pixel for pixel, without frame or
+    ticks; its NaN cells are transparent."""
     ax = fig.add_subplot()
-    colors = matplotlib.colormaps[cmap].with_extremes(bad=(1, 1, 1, 0))
-    ax.imshow(grid, cmap=colors, vmin=0, vmax=vmax, interpolation="nearest")
+    if grid.ndim == 3:  # colour: RGBA, the empty cells transparent
+        rgba = np.ones((*grid.shape[:2], 4))
+        filled = ~np.isnan(grid).any(axis=2)
+        rgba[..., :3][filled] = np.clip(grid[filled] / vmax, 0, 1)
+        rgba[..., 3] = filled
+        ax.imshow(rgba, interpolation="nearest")
+    else:
+        colors = matplotlib.colormaps[cmap].with_extremes(bad=(1, 1, 1, 0))
+        ax.imshow(grid, cmap=colors, vmin=0, vmax=vmax, interpolation="nearest")
     ax.set_axis_off()
     # A pixel of margin, so that the frames on the montage's edges are not cut.
     ax.set_xlim(-1.5, grid.shape[1] + 0.5)
@@ -118,7 +131,7 @@ def samples(ds: Dataset, num: int, title: str) -> Figure:
 
     h, w = ds.train_x.shape[1:3]
     cell = (h + SAMPLE_LABEL_PX, w + SAMPLE_GAP_PX)
-    ax = _montage_axes(right, montage(ds.train_x[:n] / 255.0, cols, cell), "binary", 1.0)
+    ax = _montage_axes(right, montage(ds.train_x[:n] / 255.0, cols, cell), _cmap(ds), 1.0)
     _frames(ax, rows, cols, cell, (0, 0, h, w))
     for i in range(n):
         ax.text(
@@ -169,7 +182,7 @@ def predictions(ds: Dataset, metrics: Metrics, num: int, title: str) -> Figure:
     bars_left = w + PREDICTION_GAP_PX
     cell = (h + PREDICTION_LABEL_PX, bars_left + w + PREDICTION_GAP_PX * 2)
     fig = Figure(figsize=(cell[1] * cols / 18, cell[0] * rows / 18 + 0.6), layout="constrained")
-    ax = _montage_axes(fig, montage(ds.test_x[:n], cols, cell), "binary", 255)
+    ax = _montage_axes(fig, montage(ds.test_x[:n], cols, cell), _cmap(ds), 255)
     _frames(ax, rows, cols, cell, (0, 0, h, w))
     _frames(ax, rows, cols, cell, (0, bars_left, h, w))
 
@@ -236,7 +249,7 @@ def mistakes(ds: Dataset, metrics: Metrics, num: int, title: str) -> Figure:
     fig = Figure(figsize=(max(4, cell[1] * cols / 16), cell[0] * rows / 16 + 0.5))
     fig.set_layout_engine("constrained")
     grid = montage(ds.test_x[chosen], cols, cell, at=(MISTAKE_CAPTION_PX, 0))
-    ax = _montage_axes(fig, grid, "binary", 255)
+    ax = _montage_axes(fig, grid, _cmap(ds), 255)
     _frames(ax, rows, cols, cell, (MISTAKE_CAPTION_PX, 0, h, w))
     for k, i in enumerate(chosen):
         ax.text(

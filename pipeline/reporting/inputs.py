@@ -27,6 +27,7 @@ class ReportRequest:
     weights: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
+    ink_on_black: bool = True  # how the images are drawn (see data.load.Dataset)
 
 
 def save_report_inputs(
@@ -52,6 +53,7 @@ def save_report_inputs(
                 {
                     "name": ds.name,
                     "class_names": list(ds.class_names),
+                    "ink_on_black": ds.ink_on_black,
                     "history": {k: list(v) for k, v in history.metrics.items()},
                     "epoch_seconds": list(history.epoch_seconds),
                     "fit_seconds": history.fit_seconds,
@@ -80,6 +82,7 @@ def load_report_inputs(path: Path) -> tuple[Dataset, History, Metrics]:
         test_x=a["test_x"],
         test_y=a["test_y"],
         class_names=tuple(meta["class_names"]),
+        ink_on_black=meta.get("ink_on_black", True),
     )
     history = History(
         metrics={k: tuple(v) for k, v in meta["history"].items()},

@@ -65,7 +65,15 @@ def draw_samples(
     from pipeline.data.load import Dataset
 
     empty = np.zeros((0, *images.shape[1:]), np.uint8)
-    ds = Dataset("", images, labels, empty, np.zeros(0, np.uint8), tuple(class_names))
+    ds = Dataset(
+        "",
+        images,
+        labels,
+        empty,
+        np.zeros(0, np.uint8),
+        tuple(class_names),
+        ink_on_black=request.ink_on_black,
+    )
     return draw_figures(["samples"], request.config, ds, None, None, {}, request, out)
 
 

@@ -7,33 +7,36 @@ import ast
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.images import Preparation
 from pipeline.errors import PipelineError
-from pipeline.serving.prepare import SIZE, image_files, prepare_file
+from pipeline.serving.prepare import image_files, prepare_file
 
 TOP = 3
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class ModelError(PipelineError):
-    """A model that cannot be found or loaded, or does not take 28x28 images."""
+    """A model that cannot be found or loaded, or does not take the images it was trained on."""
 
 
 @dataclass
 class Classifier:
-    """A loaded model, the names of its classes and where it came from."""
+    """A loaded model, the names of its classes, where it came from and how an image is
+    prepared for it."""
 
     model: object
     class_names: tuple[str, ...]
     uri: str
+    preparation: Preparation = field(default_factory=Preparation)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities of (n, 28, 28) uint8 images, as the pipeline's models take them
-        (given a channel axis when the model's input has one)."""
+        """Class probabilities of (n, H, W) or (n, H, W, 3) uint8 images as its preparation
+        makes them (given a channel axis when the model's input has one)."""
         images = np.asarray(images)
         shape = getattr(self.model, "input_shape", None)
         if shape is not None and len(shape) == 4:  # (None, 28, 28, 1)
@@ -102,11 +105,31 @@ def load_classifier(model: str) -> Classifier:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         first = message.strip().splitlines()[0]
         raise ModelError(f"model {model} not found in {store}: {first}") from exc
+    metadata = _metadata(uri)
+    preparation = Preparation.from_dict(metadata.get("preparation"))
     shape = tuple(keras_model.input_shape[1:])
-    if shape not in ((SIZE, SIZE), (SIZE, SIZE, 1)):
-        raise ModelError(f"model {model} takes inputs of shape {shape}, not {SIZE}x{SIZE} images")
-    classes = _class_names(run_id, int(keras_model.output_shape[-1]))
-    return Classifier(keras_model, classes, uri)
+    size = tuple(preparation.size)
+    expected = {(*size, preparation.channels)} | ({size} if preparation.channels == 1 else set())
+    if shape not in expected:
+        wanted = "x".join(map(str, (*size, 3) if preparation.channels == 3 else size))
+        raise ModelError(
+            f"model {model} takes inputs of shape {shape}, not {wanted} images as it was "
+            "logged to take"
+        )
+    num_classes = int(keras_model.output_shape[-1])
+    names = tuple(str(n) for n in metadata.get("class_names", ()))
+    classes = names if len(names) == num_classes else _class_names(run_id, num_classes)
+    return Classifier(keras_model, classes, uri, preparation)
+
+
+def _metadata(uri: str) -> dict:
+    """The logged model's metadata (class names, preparation); {} for a model without."""
+    from mlflow.models import get_model_info
+
+    try:
+        return dict(get_model_info(uri).metadata or {})
+    except Exception:  # an older model, or a store that keeps no MLmodel file: the defaults
+        return {}
 
 
 def top(probs: np.ndarray, names: tuple[str, ...], k: int = TOP) -> list[tuple[str, float]]:
@@ -115,9 +138,9 @@ def top(probs: np.ndarray, names: tuple[str, ...], k: int = TOP) -> list[tuple[s
     return [(names[i], float(probs[i])) for i in order]
 
 
-def figure(images: np.ndarray, probs: np.ndarray, names, labels: list[str]):
+def figure(images: np.ndarray, probs: np.ndarray, names, labels: list[str], ink_on_black=True):
     """The notes' figure: each image as the model saw it, beside its probability bars (the
-    likeliest class in blue)."""
+    likeliest class in blue); MNIST-like images dark on white, others as they are."""
     from matplotlib.figure import Figure
 
     n = len(images)
@@ -125,7 +148,7 @@ def figure(images: np.ndarray, probs: np.ndarray, names, labels: list[str]):
     axes = fig.subplots(n, 2, squeeze=False, width_ratios=[1, 2])
     for (image_ax, bars_ax), image, p, label in zip(axes, images, probs, labels, strict=True):
         best = int(np.argmax(p))
-        image_ax.imshow(image, cmap="binary", vmin=0, vmax=255)
+        image_ax.imshow(image, cmap="binary" if ink_on_black else "gray", vmin=0, vmax=255)
         image_ax.set_xticks([])
         image_ax.set_yticks([])
         image_ax.set_xlabel(f"{names[best]} {100 * p[best]:.0f}%", color="blue")
@@ -141,5 +164,5 @@ def predict_files(
     classifier: Classifier, paths: list[str]
 ) -> tuple[list[Path], np.ndarray, np.ndarray]:
     files = image_files(paths)
-    images = np.stack([prepare_file(f) for f in files])
+    images = np.stack([prepare_file(f, classifier.preparation) for f in files])
     return files, images, classifier.probabilities(images)

@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from pipeline.data.images import to_array
 from pipeline.serving.prepare import ImageError, prepare, read_gray
 
 CANVAS = 280  # the drawing canvas, in pixels (ten times MNIST's 28)
@@ -130,10 +131,21 @@ def create_app(classifier) -> FastAPI:
     html_page = page(classifier)
     names = list(classifier.class_names)
     lock = threading.Lock()  # one prediction at a time: requests run in a thread pool
+    how = classifier.preparation
+
+    def prepared(gray: np.ndarray) -> np.ndarray:
+        """The drawing as the model's training images were made."""
+        if how.mnist_centre:
+            return prepare(gray, "drawing")
+        from PIL import Image
+
+        return to_array(
+            Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)), how.size, how.channels
+        )
 
     def answer(gray: np.ndarray) -> dict:
         try:
-            image = prepare(gray, "drawing")
+            image = prepared(gray)
         except ImageError:
             return {"blank": True}
         with lock:

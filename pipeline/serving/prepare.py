@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.data.images import IMAGE_SUFFIXES, Preparation, decode, open_image
+from pipeline.errors import ImageError
 
 SIZE = 28
 BOX = 20
@@ -28,29 +29,11 @@ BOX = 20
 # stroke; an image whose strongest stroke is weaker than INK_MIN (of 255) has no ink.
 INK_SHARE = 0.25
 INK_MIN = 32
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-class ImageError(PipelineError):
-    """An image that cannot be read or holds no digit."""
 
 
 def read_gray(source) -> np.ndarray:
     """An image file (or file object) as float grayscale 0..255, transparency on white."""
-    from PIL import Image, UnidentifiedImageError
-
-    name = getattr(source, "name", source)
-    try:
-        with Image.open(source) as img:
-            img.load()
-            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                rgba = img.convert("RGBA")
-                # Drawn strokes on a transparent canvas: what is transparent is the paper.
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(white, rgba)
-            return np.asarray(img.convert("L"), dtype=np.float64)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageError(f"{name} is not an image Pillow can read (PNG or JPEG)") from exc
+    return np.asarray(open_image(source).convert("L"), dtype=np.float64)
 
 
 def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
@@ -99,8 +82,12 @@ def prepare(gray: np.ndarray, name: str = "image") -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def prepare_file(path) -> np.ndarray:
-    return prepare(read_gray(path), str(path))
+def prepare_file(path, preparation: Preparation | None = None) -> np.ndarray:
+    """The image file at `path` as a model takes it: prepared as MNIST's digits were, or for
+    a model trained on a folder dataset decoded and resized as its images were."""
+    if preparation is None or preparation.mnist_centre:
+        return prepare(read_gray(path), str(path))
+    return decode(path, preparation.size, preparation.channels)
 
 
 def image_files(paths) -> list[Path]:

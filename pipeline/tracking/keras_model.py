@@ -71,8 +71,11 @@ class _KerasFileFlavor:
         _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))
 
 
-def log_keras_file(saved: Path, example_in, example_out, versions: dict) -> str:
-    """Log a saved .keras model in MLflow's Keras flavour, with signature and input example.
+def log_keras_file(
+    saved: Path, example_in, example_out, versions: dict, metadata: dict | None = None
+) -> str:
+    """Log a saved .keras model in MLflow's Keras flavour, with signature, input example and
+    `metadata` (read back by `mlflow.models.get_model_info(uri).metadata`).
 
     Returns:
         The model's URI, loadable with `mlflow.keras.load_model`.
@@ -91,6 +94,7 @@ def log_keras_file(saved: Path, example_in, example_out, versions: dict) -> str:
             signature=infer_signature(example_in, example_out),
             input_example=example_in,
             pip_requirements=requirements,
+            metadata=metadata or None,
             # Checking the example would load the model with TensorFlow in this process; the
             # tests load the logged model and predict with it instead.
             validate_serving_input=False,

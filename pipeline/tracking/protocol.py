@@ -93,12 +93,14 @@ class LogFolder:
 @dataclass(frozen=True)
 class LogModel:
     """Log the Keras model saved at `saved` (a .keras file), its signature inferred from an
-    input example and the model's output on it."""
+    input example and the model's output on it; `metadata` (its class names and how a new
+    image is prepared for it) goes into its MLmodel file."""
 
     saved: str
     example_in: np.ndarray
     example_out: np.ndarray
     versions: dict[str, str]
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

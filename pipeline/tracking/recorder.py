@@ -188,7 +188,11 @@ class _Run:
     def model(self, record: LogModel) -> None:
         if self.active:
             log_keras_file(
-                Path(record.saved), record.example_in, record.example_out, record.versions
+                Path(record.saved),
+                record.example_in,
+                record.example_out,
+                record.versions,
+                record.metadata,
             )
             self.model_logged = True
 

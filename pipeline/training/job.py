@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.naming import config_key, flatten, run_name
 from pipeline.config.schema import Config, to_config
+from pipeline.data.images import Preparation
 from pipeline.data.load import Dataset, load
 from pipeline.data.preprocess import Splits, preprocess
 from pipeline.models.build import build, check_optimizer, named_weights, total_steps
@@ -101,25 +102,33 @@ def _tags(conf: Config, overrides: Sequence[str], resolved: Mapping) -> dict[str
     return tags
 
 
-def dataset_inputs(
-    conf: Config, num_train: int, num_test: int, split_at: int
-) -> tuple[DatasetInput, ...]:
+def dataset_inputs(conf: Config, ds: Dataset, split_at: int) -> tuple[DatasetInput, ...]:
     """The run's training, validation and test data as MLflow dataset inputs: each a slice of
     the (limited) training or test arrays, named after it (`mnist-train[:48000]`), its digest
-    made of the files' checked SHA-256, the limit and the slice, its source the data folder."""
+    made of the IDX files' checked SHA-256 (a folder's: its files' contents and settings), the
+    limit and the slice, its source the data folder."""
     import hashlib
 
     from pipeline.data.load import locate
 
     files = conf.dataset.files
-    source = str(locate(conf.dataset, files.train_images.name, files.train_images.sha256).parent)
+    if ds.digest:
+        source, keys = ds.source, {"train": ds.digest, "test": ds.digest}
+    else:
+        first = files.train_images
+        source = str(locate(conf.dataset, first.name, first.sha256).parent)
+        keys = {
+            part: f"{getattr(files, f'{part}_images').sha256}:"
+            f"{getattr(files, f'{part}_labels').sha256}"
+            for part in ("train", "test")
+        }
+    num_train, num_test = len(ds.train_y), len(ds.test_y)
     slices = [("training", "train", 0, split_at), ("testing", "test", 0, num_test)]
     if split_at < num_train:
         slices.insert(1, ("validation", "train", split_at, num_train))
     out = []
     for context, part, start, stop in slices:
-        images, labels = getattr(files, f"{part}_images"), getattr(files, f"{part}_labels")
-        key = f"{images.sha256}:{labels.sha256}:{conf.dataset.limit}:{start}:{stop}"
+        key = f"{keys[part]}:{conf.dataset.limit}:{start}:{stop}"
         name = f"{conf.dataset.name}-{part}[{start or ''}:{stop}]"
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         out.append(DatasetInput(context, part, start, stop, name, digest, source))
@@ -218,12 +227,18 @@ def _steps(
             _set_up_devices(conf)
         with clock("load"):  # data problems surface here, before anything is recorded
             data = _load(conf)
+        if conf.dataset.format == "folder":  # the run records what the folder gave
+            resolved["dataset"] |= {
+                "name": conf.dataset.name,
+                "class_names": list(data.ds.class_names),
+            }
         spec = _run_spec(conf, resolved, overrides, parent_run_id, data)
         with clock("build"):  # a strategy the machine cannot give fails here, unrecorded
             model, replicas = _build(conf, data.ds, len(data.splits.train))
         request = ReportRequest(
             config=conf.report,
             title=f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}",
+            ink_on_black=data.ds.ink_on_black,
         )
         _open_run(rec, spec, conf, cfg, out, model, replicas, data, request)
         with clock("fit"):
@@ -265,7 +280,7 @@ def _set_up_devices(conf: Config) -> None:
 def _load(conf: Config) -> Loaded:
     ds = load(conf.dataset)
     splits = preprocess(ds, conf.trainer.validation_split)
-    inputs = dataset_inputs(conf, len(ds.train_y), len(ds.test_y), len(splits.train))
+    inputs = dataset_inputs(conf, ds, len(splits.train))
     return Loaded(ds, splits, inputs)
 
 
@@ -377,7 +392,11 @@ def _record(rec, conf: Config, out: Path, model, data: Loaded, trained: Trained)
             "backend": keras.backend.backend(),
         }
         output = model.predict(example, verbose=0)
-        rec.send(LogModel(str(out / "model.keras"), example, output, versions))
+        metadata = {
+            "class_names": list(data.ds.class_names),
+            "preparation": Preparation.of(data.ds).as_dict(),
+        }
+        rec.send(LogModel(str(out / "model.keras"), example, output, versions, metadata))
 
 
 def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
