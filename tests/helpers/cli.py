@@ -66,7 +66,7 @@ def run_main(args: Sequence[str]) -> int:
         for sig, handler in signals.items():
             signal.signal(sig, handler)
         GlobalHydra.instance().clear()
-        for handler in root.handlers:
+        for handler in list(root.handlers):  # a copy: removing while iterating skips some
             if handler not in handlers:
                 root.removeHandler(handler)
                 handler.close()
