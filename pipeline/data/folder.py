@@ -253,26 +253,21 @@ def load_folder(cfg: DatasetConfig):
         arrays = _decode(cfg, root, parts, contents)
         _to_cache(cache, arrays)
         how = "decoded"
-    limit = cfg.limit
-    ds = Dataset(
-        name=cfg.name,
-        train_x=arrays["train_x"][:limit],
-        train_y=arrays["train_y"][:limit],
-        test_x=arrays["test_x"][:limit],
-        test_y=arrays["test_y"][:limit],
-        class_names=tuple(str(n) for n in arrays["class_names"]),
+    ds = Dataset.limited(
+        cfg.name,
+        arrays,
+        cfg.limit,
+        arrays["class_names"],
         digest=digest,
         source=str(root.resolve()),
         ink_on_black=False,
     )
     log.info(
-        "loaded %s from %s: %d classes, %d train, %d test images of %s, %s in %.1f s",
+        "loaded %s from %s: %d classes, %s, %s in %.1f s",
         cfg.name,
         root,
         len(ds.class_names),
-        len(ds.train_y),
-        len(ds.test_y),
-        "x".join(map(str, ds.train_x.shape[1:])),
+        ds.summary(),
         how,
         time.perf_counter() - start,
     )

@@ -50,6 +50,17 @@ class Dataset:
     # shown as they are.
     ink_on_black: bool = True
 
+    @classmethod
+    def limited(cls, name, arrays, limit, class_names, **extra) -> Dataset:
+        """The dataset of `arrays` (train_x, train_y, test_x, test_y), each cut to `limit`."""
+        parts = {k: arrays[k][:limit] for k in ("train_x", "train_y", "test_x", "test_y")}
+        return cls(name=name, class_names=tuple(str(n) for n in class_names), **parts, **extra)
+
+    def summary(self) -> str:
+        """'<n> train, <n> test images of HxW' for the log."""
+        shape = "x".join(map(str, self.train_x.shape[1:]))
+        return f"{len(self.train_y)} train, {len(self.test_y)} test images of {shape}"
+
 
 def read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
     """Read one gzip-compressed IDX file (ubyte data) into an array.
@@ -209,20 +220,11 @@ def load(cfg: DatasetConfig) -> Dataset:
             raise DataError(
                 f"{lbl_file}: label {int(labels.max())} is outside 0..{num_classes - 1}"
             )
-    limit = cfg.limit
-    ds = Dataset(
-        name=cfg.name,
-        train_x=arrays["train_images"][:limit],
-        train_y=arrays["train_labels"][:limit],
-        test_x=arrays["test_images"][:limit],
-        test_y=arrays["test_labels"][:limit],
-        class_names=tuple(cfg.class_names),
-    )
-    log.info(
-        "loaded %s: %d train, %d test images of %s",
-        cfg.name,
-        len(ds.train_x),
-        len(ds.test_x),
-        "x".join(map(str, ds.train_x.shape[1:])),
-    )
+    named = {
+        f"{part}_{xy}": arrays[f"{part}_{kind}"]
+        for part in ("train", "test")
+        for xy, kind in (("x", "images"), ("y", "labels"))
+    }
+    ds = Dataset.limited(cfg.name, named, cfg.limit, cfg.class_names)
+    log.info("loaded %s: %s", cfg.name, ds.summary())
     return ds
