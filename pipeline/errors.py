@@ -17,6 +17,11 @@ class TrackingError(PipelineError):
     """The MLflow tracking store cannot be reached or written."""
 
 
+class ResumeError(PipelineError):
+    """`resume=` names nothing that can be resumed (finished, another configuration or store,
+    its checkpoint gone or corrupt); nothing was changed."""
+
+
 class TrainingError(PipelineError):
     """Training cannot go on, e.g. the loss diverged; `tags` say where, for the run record."""
 

@@ -13,6 +13,7 @@ from typing import Any
 # recorded and shown, how the work is split; and the counts a run logs beside its config.
 NOT_SETTINGS = (
     "seed",
+    "resume",
     "tracking.",
     "report.",
     "search.",
@@ -22,6 +23,7 @@ NOT_SETTINGS = (
     "trainer.verbose",
     "trainer.intra_op_threads",
     "trainer.steps_per_execution",
+    "trainer.checkpoint",
     "num_params",
     "num_replicas",
 )

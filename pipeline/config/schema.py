@@ -269,6 +269,9 @@ class TrainerConfig:
     # auto, which times a few steps of this model in each on this machine, takes bfloat16
     # only where it is clearly faster, and keeps the choice for the next run.
     precision: str = "float32"
+    # Save the training state (weights, optimizer, random state) after each epoch into the
+    # job's folder, so that `resume=` can continue the run; removed when the run finishes.
+    checkpoint: bool = True
 
     def __post_init__(self) -> None:
         _require(
@@ -393,6 +396,10 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 42
+    # Continue a stopped run (FAILED or KILLED) from its last completed epoch, in the same
+    # MLflow run: `last` (the newest stopped run of this configuration; in a sweep, the newest
+    # stopped sweep of the same overrides) or a run id. Null starts a new run.
+    resume: str | None = None
 
 
 def register() -> None:
@@ -432,6 +439,15 @@ def to_config(cfg: DictConfig) -> Config:
             "trainer.early_stopping.monitor",
             monitor,
             "loss or accuracy when trainer.validation_split=0 (there is no validation)",
+        )
+    if obj.resume is not None and not obj.tracking.enabled:
+        raise ConfigError(
+            f"resume={obj.resume} needs tracking.enabled=true: the stopped run is in the store"
+        )
+    if obj.resume is not None and obj.search.trial_id is not None:
+        raise ConfigError(
+            "resume= does not apply to a search: its stored study goes on where it stopped "
+            "(give the same hydra.sweeper.storage and study_name)"
         )
     return obj
 

@@ -19,19 +19,23 @@ import sys
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 
-from pipeline.errors import StageError, TrackingError
+from pipeline.errors import ResumeError, StageError, TrackingError
 from pipeline.tracking.interrupts import held
 from pipeline.tracking.protocol import (
     RUN_RECORDS,
     CloseRun,
+    FindRun,
     OpenRun,
     Reply,
+    ResumeRefused,
     RunClosed,
+    RunFound,
     RunOpened,
     RunSpec,
     StoreRefused,
     Sync,
     Synced,
+    WatchParent,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,19 @@ def wait_for_recorder() -> None:
         _shared.alive = False
 
 
+def watch_parent(uri: str, run_id: str, watch: bool = True) -> None:
+    """Have this process's recorder close sweep parent `run_id` FAILED if this process dies
+    without closing it (SIGKILL, the out-of-memory killer); `watch=False` once it is closed."""
+    if not watch and (_shared is None or not _shared.alive):
+        return
+    shared = _recorder_process()
+    try:
+        with held():
+            shared.conn.send(WatchParent(uri, run_id, watch))
+    except OSError:
+        log.warning("the recorder is gone: sweep parent run %s is not watched", run_id)
+
+
 def _stop_shared() -> None:
     # The recorder ends when its pipe closes: it has finished every job's records by then.
     if _shared is not None and _shared.alive:
@@ -168,6 +185,23 @@ class RecorderClient:
 
     def open(self, spec: RunSpec) -> None:
         self._send(OpenRun(spec, self.enabled, self.job))
+
+    def find(self, spec: RunSpec, resume: str) -> RunFound:
+        """The run `resume=` names for this job (waits for the recorder's answer).
+
+        Raises:
+            ResumeError: nothing that can be resumed; says why.
+        """
+        self._send(FindRun(self.job, spec, resume))
+        while not self.lost:
+            reply = self._read_replies(timeout=CLOSE_TIMEOUT_S)
+            if isinstance(reply, RunFound):
+                return reply
+            if isinstance(reply, ResumeRefused):
+                raise ResumeError(reply.message)
+            if reply is None:
+                break
+        raise TrackingError("the recorder process did not answer: resume= needs it")
 
     # --- replies ------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ class RunSpec:
     tags: dict[str, str]
     parent_run_id: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # A stopped run to go on with (`resume=`): reopened, its params and data already there.
+    resume_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,25 @@ class CloseRun:
 
 
 @dataclass(frozen=True)
+class FindRun:
+    """Find the run `resume` names for job `job` (answered with RunFound or ResumeRefused)."""
+
+    job: int
+    spec: RunSpec
+    resume: str
+
+
+@dataclass(frozen=True)
+class WatchParent:
+    """A sweep's parent run, closed FAILED by the recorder if this process dies first (or,
+    with `watch` false, no longer: its process closed it)."""
+
+    uri: str
+    run_id: str
+    watch: bool = True
+
+
+@dataclass(frozen=True)
 class Sync:
     """Answered with `Synced(token)` once everything sent before is done."""
 
@@ -184,4 +205,22 @@ class Synced:
     token: int
 
 
-Reply = RunOpened | StoreRefused | RunClosed | Synced
+@dataclass(frozen=True)
+class RunFound:
+    """What FindRun found: `state` stopped, finished or new (see tracking.resume.Found)."""
+
+    job: int
+    state: str
+    run_id: str | None
+    name: str
+    checkpoint: str
+    objective: float | None
+
+
+@dataclass(frozen=True)
+class ResumeRefused:
+    job: int
+    message: str
+
+
+Reply = RunOpened | StoreRefused | RunClosed | Synced | RunFound | ResumeRefused

@@ -26,6 +26,7 @@ from pipeline.tracking.protocol import (
     CloseRun,
     DrawReport,
     DrawSamples,
+    FindRun,
     LogDatasets,
     LogFiles,
     LogFolder,
@@ -33,11 +34,14 @@ from pipeline.tracking.protocol import (
     LogModel,
     LogParams,
     OpenRun,
+    ResumeRefused,
     RunClosed,
+    RunFound,
     RunOpened,
     StoreRefused,
     Sync,
     Synced,
+    WatchParent,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,10 @@ log = logging.getLogger(__name__)
 DIED = (
     "training process {pid} died before it closed the run (killed, e.g. by SIGKILL or the "
     "out-of-memory killer, or crashed); the epochs recorded until then are kept"
+)
+PARENT_DIED = (
+    "the sweep's process {pid} died before it closed the sweep (killed, e.g. by SIGKILL or the "
+    "out-of-memory killer, or crashed); `-m ... resume=last` goes on with it"
 )
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra's job log
 
@@ -111,20 +119,39 @@ class _Run:
         else:
             experiment_id = setup(spec.tracking, spec.experiment)
         name, tags = store_ready(spec.run_name, spec.tags)
-        run = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=name,
-            tags=tags,
-            parent_run_id=spec.parent_run_id,
-        )
+        if spec.resume_run_id is not None:
+            run = self._reopen(spec.resume_run_id, tags)
+            experiment_id, name = run.info.experiment_id, run.info.run_name
+        else:
+            run = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=name,
+                tags=tags,
+                parent_run_id=spec.parent_run_id,
+            )
         self.run_id = run.info.run_id
         self.name = name
         self.spec = spec
         self.url = run_url(ui_base(spec.tracking.uri), experiment_id, self.run_id)
-        if spec.params:
+        if spec.params and spec.resume_run_id is None:  # a resumed run has its params
             mlflow.log_params(spec.params)
         log.info("MLflow run %s (%s) in %s", self.run_id, name, mlflow.get_tracking_uri())
         return self.run_id
+
+    @staticmethod
+    def _reopen(run_id: str, tags: Mapping[str, str]):
+        """The stopped run `run_id`, RUNNING again: its stop's error goes, and it is tagged
+        with the epoch it goes on from; its other tags and params stay as they were."""
+        import mlflow
+
+        from pipeline.tracking.resume import STOP_TAGS
+
+        run = mlflow.start_run(run_id=run_id)
+        for tag in STOP_TAGS:
+            if tag in run.data.tags:
+                mlflow.delete_tag(tag)
+        mlflow.set_tag("resumed_from_epoch", tags.get("resumed_from_epoch", "0"))
+        return run
 
     @property
     def active(self) -> bool:
@@ -261,12 +288,22 @@ def serve(conn) -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     for name in ("pipeline.data", "pipeline.training"):  # the trainer says it
         logging.getLogger(name).setLevel(logging.WARNING)
-    import mlflow  # noqa: F401  (now, on this core, while the trainer imports TensorFlow)
+    import mlflow  # now, on this core, while the trainer imports TensorFlow
 
     warm_up()
 
-    parent_pid = os.getppid()
+    try:
+        _serve(conn, os.getppid())
+    except BaseException:
+        # MLflow's own exit hook would end an open run FINISHED.
+        if mlflow.active_run() is not None:
+            mlflow.end_run("FAILED")
+        raise
+
+
+def _serve(conn, parent_pid: int) -> None:
     run = _Run(enabled=False)
+    parents: list[WatchParent] = []
     while True:
         try:
             record = conn.recv()
@@ -274,20 +311,59 @@ def serve(conn) -> None:
             # The training process is gone; if a run is open, it never closed it.
             if run.active:
                 run.close("FAILED", DIED.format(pid=parent_pid), {})
+            _close_parents(parents, parent_pid)
             return
-        run = _receive(conn, run, record)
+        if isinstance(record, WatchParent):
+            parents = [p for p in parents if p.run_id != record.run_id]
+            if record.watch:
+                parents.append(record)
+        else:
+            run = _receive(conn, run, record)
+
+
+def _close_parents(parents: list[WatchParent], pid: int) -> None:
+    """End each watched sweep parent that its process left RUNNING: FAILED, with the reason."""
+    if not parents:
+        return
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.parents import end_parent_run, log_to_run
+    from pipeline.tracking.store import connect_uri, resolve_uri
+
+    for parent in parents:
+        try:
+            mlflow.set_tracking_uri(connect_uri(resolve_uri(parent.uri)))
+            if MlflowClient().get_run(parent.run_id).info.status != "RUNNING":
+                continue  # closed by its process, as it should be
+            log_to_run(parent.run_id, tags={"error": PARENT_DIED.format(pid=pid)})
+            end_parent_run(parent.uri, parent.run_id, "FAILED")
+            log.info("sweep parent run %s FAILED: its process %d died", parent.run_id, pid)
+        except Exception as exc:
+            log.error("closing sweep parent run %s failed: %s", parent.run_id, _one_line(exc))
+
+
+def _reply(conn, message) -> None:
+    """Answer the training process; if it has died, its records still in the pipe are done
+    all the same, and the end of the pipe closes its run."""
+    with contextlib.suppress(OSError):
+        conn.send(message)
 
 
 def _receive(conn, run: _Run, record) -> _Run:
     """Act on one record; return the run the next records are for."""
     if isinstance(record, Sync):  # everything sent before is done
-        conn.send(Synced(record.token))
+        _reply(conn, Synced(record.token))
+    elif isinstance(record, FindRun):
+        _reply(conn, _find(record))
     elif isinstance(record, OpenRun):
         run = _Run(record.enabled)
         try:
-            conn.send(RunOpened(record.job, run.open(record.spec)))
+            opened = RunOpened(record.job, run.open(record.spec))
         except Exception as exc:
-            conn.send(StoreRefused(record.job, f"tracking store: {_one_line(exc)}"))
+            _reply(conn, StoreRefused(record.job, f"tracking store: {_one_line(exc)}"))
+        else:
+            _reply(conn, opened)
     elif isinstance(record, CloseRun):  # (a job that failed before it opened a run closes too)
         try:
             run.close(record.status, record.error, record.tags)
@@ -295,8 +371,7 @@ def _receive(conn, run: _Run, record) -> _Run:
             log.error("closing the run failed: %s", _one_line(exc))
             run.failure = run.failure or ("recording (close)", _one_line(exc))
         finally:
-            with contextlib.suppress(OSError):
-                conn.send(RunClosed(record.job, run.failure))
+            _reply(conn, RunClosed(record.job, run.failure))
         run = _Run(enabled=False)
     else:
         try:
@@ -308,6 +383,25 @@ def _receive(conn, run: _Run, record) -> _Run:
             if run.failure is None:
                 run.failure = (stage, _one_line(exc))
     return run
+
+
+def _find(record: FindRun) -> RunFound | ResumeRefused:
+    """The run `resume=` names, or why there is none (nothing in the store changes)."""
+    from pipeline.errors import PipelineError
+    from pipeline.tracking.resume import find_run
+
+    spec = record.spec
+    try:
+        found = find_run(
+            spec.tracking.uri, spec.experiment, spec.params, record.resume, spec.parent_run_id
+        )
+    except PipelineError as exc:
+        return ResumeRefused(record.job, str(exc))
+    except Exception as exc:
+        return ResumeRefused(record.job, f"tracking store: {_one_line(exc)}")
+    return RunFound(
+        record.job, found.state, found.run_id, found.name, found.checkpoint, found.objective
+    )
 
 
 if __name__ == "__main__":  # started by client._Process with its end of a socket pair

@@ -97,6 +97,10 @@ def _check_sweep_values(config: DictConfig) -> None:
             )
 
 
+def _is_resume(override: str) -> bool:
+    return override.lstrip("+~").split("=", 1)[0] == "resume"
+
+
 class MlflowSweepCallback(Callback):
     """Creates the parent run when a multirun starts and closes it when the multirun ends.
 
@@ -151,7 +155,12 @@ class MlflowSweepCallback(Callback):
         experiment = OmegaConf.select(config, "tracking.experiment") or OmegaConf.select(
             config, "dataset.name"
         )
-        overrides = list(config.hydra.overrides.task)
+        # `resume=` says where the sweep starts, not what it is.
+        overrides = [o for o in config.hydra.overrides.task if not _is_resume(o)]
+        resume = OmegaConf.select(config, "resume")
+        if resume is not None:
+            self.run_id = self._resume(config, experiment, " ".join(overrides), resume)
+            return
         tags = {"sweep": "true", "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)}
         tags["sweeper"] = str(config.hydra.sweeper._target_).rsplit(".", 1)[-1]
         study = OmegaConf.select(config, "hydra.sweeper.study_name")
@@ -164,13 +173,36 @@ class MlflowSweepCallback(Callback):
         self.run_id = parents.create_parent_run(
             experiment, self.uri, run_name=f"sweep {' '.join(overrides)}", tags=tags
         )
+        self._opened(sweep_dir)
+        log.info("MLflow parent run %s for the sweep in %s", self.run_id, sweep_dir)
+
+    def _resume(self, config: DictConfig, experiment: str, overrides: str, resume: str) -> str:
+        """Reopen the stopped sweep `resume` names; its jobs keep, resume or run its children."""
+        from pipeline.tracking import resume as resuming
+
+        if OmegaConf.select(config, "hydra.sweeper.direction") is not None:
+            raise ConfigError(
+                "resume= does not apply to a search: its stored study goes on where it stopped "
+                "(give the same hydra.sweeper.storage and study_name)"
+            )
+        self.run_id = resuming.find_parent(self.uri, experiment, overrides, resume)
+        self._opened(self.sweep_dir)
+        log.info("resuming the sweep of parent run %s in %s", self.run_id, self.sweep_dir)
+        return self.run_id
+
+    def _opened(self, sweep_dir: Path) -> None:
+        """The parent run is open: its jobs find it in the sweep folder, and whatever stops
+        the sweep closes it."""
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_RUN_FILE).write_text(self.run_id)
-        log.info("MLflow parent run %s for the sweep in %s", self.run_id, sweep_dir)
         # A sweep that stops early never reaches on_multirun_end: the entry point closes the
-        # parent then, and atexit is the last resort (e.g. when called from other code).
+        # parent then, and atexit is the last resort (e.g. when called from other code); if
+        # this process is killed, its recorder closes it.
         _OPEN.append(self)
         atexit.register(self.close, "FAILED")
+        from pipeline.tracking.store import resolve_uri
+
+        client.watch_parent(resolve_uri(self.uri), self.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline.tracking import sweep_results
@@ -214,3 +246,6 @@ class MlflowSweepCallback(Callback):
                 log.warning("no comparison of the finished runs: %s: %s", type(exc).__name__, exc)
         run_id, self.run_id = self.run_id, None
         parents.end_parent_run(self.uri, run_id, status)
+        from pipeline.tracking.store import resolve_uri
+
+        client.watch_parent(resolve_uri(self.uri), run_id, watch=False)

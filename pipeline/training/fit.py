@@ -6,11 +6,13 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from pipeline.config.schema import TrainerConfig
 from pipeline.data.preprocess import Splits
 from pipeline.errors import TrainingError
 from pipeline.training.backend import keras, tf
+from pipeline.training.checkpoint import Checkpoint, Saved
 from pipeline.training.results import History
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,9 @@ def set_threads(cfg: TrainerConfig) -> None:
 
 
 class _EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
+    def __init__(self, before: tuple[float, ...] = ()) -> None:
+        super().__init__()
+        self.seconds = list(before)  # a resumed run's earlier epochs
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -59,18 +62,29 @@ def fit(
     model: keras.Model,
     splits: Splits,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint: Path | None = None,
+    saved: Saved | None = None,
 ) -> History:
     """Train `model` on `splits.train`, validating on `splits.val` after each epoch if present.
 
     Args:
         cfg: epochs, batch size, shuffling and progress output.
         callbacks: extra Keras callbacks (e.g. the tracking callback).
+        checkpoint: the folder the training state is saved to after each epoch; None saves none.
+        saved: a stopped run's state to go on from (its weights are loaded, its epochs skipped).
     Raises:
         TrainingError: the loss became NaN or infinite (training stops at that epoch).
     """
-    timer = _EpochTimer()
+    timer = _EpochTimer(saved.epoch_seconds if saved else ())
     stopping = _early_stopping(cfg)
+    last: list[keras.callbacks.Callback] = []
+    if checkpoint is not None:  # last: early stopping's state and the logs are complete by then
+        rule = stopping[0] if stopping else None
+        last.append(Checkpoint(checkpoint, saved, rule, timer.seconds))
     validation = (splits.val.x, splits.val.y) if splits.val is not None else None
+    done = saved.epoch if saved else 0
+    if done:
+        log.info("resuming at epoch %d of %d", done + 1, cfg.epochs)
     start = time.perf_counter()
     keras_history = model.fit(
         splits.train.x,
@@ -81,11 +95,18 @@ def fit(
         validation_batch_size=EVAL_BATCH_SIZE,
         shuffle=cfg.shuffle,
         verbose=cfg.verbose,
+        initial_epoch=done,
         # Stops at the first non-finite loss instead of training on garbage.
-        callbacks=[timer, keras.callbacks.TerminateOnNaN(), *callbacks, *stopping],
+        callbacks=[timer, keras.callbacks.TerminateOnNaN(), *callbacks, *stopping, *last],
     )
-    fit_seconds = time.perf_counter() - start
-    metrics = {k: tuple(float(v) for v in vals) for k, vals in keras_history.history.items()}
+    # A resumed run's fit counts its earlier epochs' seconds too.
+    fit_seconds = time.perf_counter() - start + (saved.fit_seconds if saved else 0.0)
+    earlier = saved.history if saved else {}
+    now = keras_history.history
+    metrics = {
+        k: tuple(float(v) for v in (*earlier.get(k, ()), *now.get(k, ())))
+        for k in dict.fromkeys([*earlier, *now])
+    }
     losses = metrics.get("loss", ())
     if losses and not math.isfinite(losses[-1]):
         raise TrainingError(
@@ -93,7 +114,7 @@ def fit(
             "try a lower optimizer.learning_rate",
             tags={"diverged_epoch": str(len(losses)), "diverged_loss": str(losses[-1])},
         )
-    log.info("fit: %d epochs in %.1f s", len(timer.seconds), fit_seconds)
+    log.info("fit: %d epochs in %.1f s", len(timer.seconds) - done, time.perf_counter() - start)
     stopped, best = _stopped_and_best(stopping, len(timer.seconds))
     return History(
         metrics=metrics,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,7 +41,7 @@ from pipeline.tracking.protocol import (
     RunSpec,
 )
 from pipeline.tracking.sweep import PARENT_RUN_FILE
-from pipeline.training import devices, precision
+from pipeline.training import checkpoint, devices, precision
 from pipeline.training.backend import keras, tf
 from pipeline.training.callbacks import EpochsToRecorder, LearningRateToLogs, ReportToTrial
 from pipeline.training.evaluate import evaluate
@@ -233,6 +234,10 @@ def _steps(
                 "class_names": list(data.ds.class_names),
             }
         spec = _run_spec(conf, resolved, overrides, parent_run_id, data)
+        start = _start(conf, rec, spec, out if output_dir is not None else None)
+        if isinstance(start, float):  # a resumed sweep's job that had finished: kept
+            return start
+        spec = start.spec
         with clock("build"):  # a strategy the machine cannot give fails here, unrecorded
             model, replicas = _build(conf, data.ds, len(data.splits.train))
         request = ReportRequest(
@@ -242,7 +247,7 @@ def _steps(
         )
         _open_run(rec, spec, conf, cfg, out, model, replicas, data, request)
         with clock("fit"):
-            trained = _train(conf, rec, model, data)
+            trained = _train(conf, rec, model, data, start)
         with clock("record"):  # metrics, weights and model first: a failed report keeps them
             _record(rec, conf, out, model, data, trained)
         with clock("report"):  # drawn by the recorder, from the arrays saved here
@@ -259,6 +264,8 @@ def _steps(
             rec.send(DrawReport(str(out / REPORT_INPUTS), str(out), request))
         with clock("recorder"):  # the recorder's remaining work; it raises what failed there
             rec.close("FINISHED")  # (in a sweep, it goes on while the next job trains)
+        if start.folder is not None:  # the run is done: nothing left to resume
+            shutil.rmtree(start.folder, ignore_errors=True)
         (out / "timings.json").write_text(json.dumps(clock.as_dict(), indent=2) + "\n")
     log.info(
         "done: %s (files in %s)",
@@ -266,6 +273,39 @@ def _steps(
         output_dir or "a temporary folder",
     )
     return trained.final.get("val_accuracy", trained.metrics.accuracy)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a job's training starts: its run (a new one, or a stopped one to go on with), the
+    folder its checkpoints go to (None: none are written), and the state it resumes from."""
+
+    spec: RunSpec
+    folder: Path | None
+    saved: checkpoint.Saved | None = None
+
+
+def _start(conf: Config, rec: RecorderClient, spec: RunSpec, out: Path | None) -> Start | float:
+    """The run this job trains in. With `resume=`, the stopped run it names (read from its
+    checkpoint, which is checked before anything changes), or, in a resumed sweep, the result
+    of this job's run if it finished before."""
+    folder = out / "checkpoint" if out is not None and conf.trainer.checkpoint else None
+    if conf.resume is None:
+        if folder is None or not conf.tracking.enabled:
+            return Start(spec, None)
+        return Start(replace(spec, tags=spec.tags | {"checkpoint_dir": str(folder)}), folder)
+    found = rec.find(spec, conf.resume)
+    if found.state == "finished":
+        log.info("kept: run %s (%s) finished in the earlier sweep", found.name, found.run_id)
+        return float(found.objective) if found.objective is not None else float("nan")
+    if found.state == "new":  # a sweep's job that had not run
+        return _start(replace(conf, resume=None), rec, spec, out)
+    folder = Path(found.checkpoint)
+    saved = checkpoint.read(folder)
+    epoch = saved.epoch if saved else 0
+    log.info("resuming run %s (%s) after epoch %d", found.name, found.run_id, epoch)
+    tags = spec.tags | {"resumed_from_epoch": str(epoch)}
+    return Start(replace(spec, resume_run_id=found.run_id, tags=tags), folder, saved)
 
 
 def _set_up_devices(conf: Config) -> None:
@@ -302,7 +342,8 @@ def _run_spec(
         run_name=conf.tracking.run_name,
         tags=tags,
         parent_run_id=parent_run_id,
-        params=flatten(resolved),
+        # `resume` says where a run starts, not what it is: a resumed run's params stay.
+        params={k: v for k, v in flatten(resolved).items() if k != "resume"},
     )
 
 
@@ -310,7 +351,8 @@ def _open_run(rec, spec, conf, cfg, out, model, replicas, data: Loaded, request)
     """Open the run and give it what is known before training: data, config, model summary,
     and the samples figure (drawn by the recorder while the model trains)."""
     rec.open(spec)
-    rec.send(LogDatasets(conf.dataset, data.inputs))
+    if spec.resume_run_id is None:  # a resumed run has its inputs
+        rec.send(LogDatasets(conf.dataset, data.inputs))
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     rec.send(LogFiles((str(out / "config.yaml"),)))
     rec.send(LogFolder(str(out / ".hydra"), ".hydra"))
@@ -332,14 +374,16 @@ def _open_run(rec, spec, conf, cfg, out, model, replicas, data: Loaded, request)
         rec.send(DrawSamples(str(out), request, ds.train_x[:n], ds.train_y[:n], ds.class_names))
 
 
-def _train(conf: Config, rec: RecorderClient, model: keras.Model, data: Loaded) -> Trained:
+def _train(
+    conf: Config, rec: RecorderClient, model: keras.Model, data: Loaded, start: Start
+) -> Trained:
     """Fit, then evaluate on the test set; a trial the search pruned ends here."""
     # Nothing else runs in this process while the model trains: recording happens in the
     # recorder process, on the other core.
     callbacks: list[keras.callbacks.Callback] = [LearningRateToLogs(), EpochsToRecorder(rec)]
     if conf.search.trial_id is not None:
         callbacks.append(ReportToTrial(conf.search))
-    history = fit(conf.trainer, model, data.splits, callbacks)
+    history = fit(conf.trainer, model, data.splits, callbacks, start.folder, start.saved)
     trial = next((cb for cb in callbacks if isinstance(cb, ReportToTrial)), None)
     if trial is not None and trial.pruned_at is not None:
         _pruned(rec, conf, trial.pruned_at)

@@ -246,7 +246,9 @@ def test_divergence_mid_run_stops_at_once_and_keeps_earlier_epochs(
     monkeypatch.setattr(
         run_module,
         "fit",
-        lambda cfg, model, splits, cbs: real_fit(cfg, model, splits, [*cbs, PoisonAfter(2)]),
+        lambda cfg, model, splits, cbs, *rest: real_fit(
+            cfg, model, splits, [*cbs, PoisonAfter(2)], *rest
+        ),
     )
     cfg = make_config([*tiny_data, *QUIET, "trainer.epochs=20"])
     with pytest.raises(TrainingError, match="diverged at epoch 3: the loss became nan"):
