@@ -101,19 +101,8 @@ def fit(
     )
     # A resumed run's fit counts its earlier epochs' seconds too.
     fit_seconds = time.perf_counter() - start + (saved.fit_seconds if saved else 0.0)
-    earlier = saved.history if saved else {}
-    now = keras_history.history
-    metrics = {
-        k: tuple(float(v) for v in (*earlier.get(k, ()), *now.get(k, ())))
-        for k in dict.fromkeys([*earlier, *now])
-    }
-    losses = metrics.get("loss", ())
-    if losses and not math.isfinite(losses[-1]):
-        raise TrainingError(
-            f"training diverged at epoch {len(losses)}: the loss became {losses[-1]}; "
-            "try a lower optimizer.learning_rate",
-            tags={"diverged_epoch": str(len(losses)), "diverged_loss": str(losses[-1])},
-        )
+    metrics = _joined(saved.history if saved else {}, keras_history.history)
+    _check_finite(metrics.get("loss", ()))
     log.info("fit: %d epochs in %.1f s", len(timer.seconds) - done, time.perf_counter() - start)
     stopped, best = _stopped_and_best(stopping, len(timer.seconds))
     return History(
@@ -123,6 +112,23 @@ def fit(
         stopped_epoch=stopped,
         best_epoch=best,
     )
+
+
+def _joined(earlier: dict, now: dict) -> dict[str, tuple[float, ...]]:
+    """Each metric's values per epoch: a resumed run's earlier epochs, then this fit's."""
+    return {
+        k: tuple(float(v) for v in (*earlier.get(k, ()), *now.get(k, ())))
+        for k in dict.fromkeys([*earlier, *now])
+    }
+
+
+def _check_finite(losses: Sequence[float]) -> None:
+    if losses and not math.isfinite(losses[-1]):
+        raise TrainingError(
+            f"training diverged at epoch {len(losses)}: the loss became {losses[-1]}; "
+            "try a lower optimizer.learning_rate",
+            tags={"diverged_epoch": str(len(losses)), "diverged_loss": str(losses[-1])},
+        )
 
 
 def _early_stopping(cfg: TrainerConfig) -> list[keras.callbacks.EarlyStopping]:

@@ -229,15 +229,12 @@ def _steps(
         with clock("load"):  # data problems surface here, before anything is recorded
             data = _load(conf)
         if conf.dataset.format == "folder":  # the run records what the folder gave
-            resolved["dataset"] |= {
-                "name": conf.dataset.name,
-                "class_names": list(data.ds.class_names),
-            }
+            names = list(data.ds.class_names)
+            resolved["dataset"] |= {"name": conf.dataset.name, "class_names": names}
         spec = _run_spec(conf, resolved, overrides, parent_run_id, data)
         start = _start(conf, rec, spec, out if output_dir is not None else None)
         if isinstance(start, float):  # a resumed sweep's job that had finished: kept
             return start
-        spec = start.spec
         with clock("build"):  # a strategy the machine cannot give fails here, unrecorded
             model, replicas = _build(conf, data.ds, len(data.splits.train))
         request = ReportRequest(
@@ -245,23 +242,13 @@ def _steps(
             title=f"{conf.model.name} / {conf.optimizer.name} / {conf.dataset.name}",
             ink_on_black=data.ds.ink_on_black,
         )
-        _open_run(rec, spec, conf, cfg, out, model, replicas, data, request)
+        _open_run(rec, start.spec, conf, cfg, out, model, replicas, data, request)
         with clock("fit"):
             trained = _train(conf, rec, model, data, start)
         with clock("record"):  # metrics, weights and model first: a failed report keeps them
             _record(rec, conf, out, model, data, trained)
         with clock("report"):  # drawn by the recorder, from the arrays saved here
-            request = replace(
-                request,
-                weights=str(out / "weights.npz"),
-                settings=flatten(resolved),
-                final=trained.final,
-            )
-            save_report_inputs(
-                out / REPORT_INPUTS, data.ds, trained.history, trained.metrics,
-                conf.report.num_samples,
-            )  # fmt: skip
-            rec.send(DrawReport(str(out / REPORT_INPUTS), str(out), request))
+            _report(rec, conf, out, data, trained, replace(request, settings=flatten(resolved)))
         with clock("recorder"):  # the recorder's remaining work; it raises what failed there
             rec.close("FINISHED")  # (in a sweep, it goes on while the next job trains)
         if start.folder is not None:  # the run is done: nothing left to resume
@@ -306,6 +293,15 @@ def _start(conf: Config, rec: RecorderClient, spec: RunSpec, out: Path | None) -
     log.info("resuming run %s (%s) after epoch %d", found.name, found.run_id, epoch)
     tags = spec.tags | {"resumed_from_epoch": str(epoch)}
     return Start(replace(spec, resume_run_id=found.run_id, tags=tags), folder, saved)
+
+
+def _report(rec, conf: Config, out: Path, data: Loaded, trained: Trained, request) -> None:
+    """Save the report's arrays and have the recorder draw and log it."""
+    request = replace(request, weights=str(out / "weights.npz"), final=trained.final)
+    save_report_inputs(
+        out / REPORT_INPUTS, data.ds, trained.history, trained.metrics, conf.report.num_samples
+    )
+    rec.send(DrawReport(str(out / REPORT_INPUTS), str(out), request))
 
 
 def _set_up_devices(conf: Config) -> None:
