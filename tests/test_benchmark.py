@@ -93,3 +93,18 @@ def test_smoke_convnet_benchmark_runs_both_sides(real_data, tmp_path):
     assert set(results["fit_ratios"]) == arms - {"baseline"}
     for runs in results["runs"].values():
         assert 0 < runs[0]["test_accuracy"] <= 1 and runs[0]["fit_seconds"] > 0
+
+
+def test_smoke_checkpoint_benchmark_times_both_and_sees_the_checkpoint(real_data, tmp_path):
+    out = tmp_path / "checkpoint.json"
+    proc = _smoke("checkpoint.py", out, real_data, 300)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("SMOKE RUN") and lines[-1].startswith("SMOKE RUN")
+    assert "ratio of medians" in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["smoke"] is True and set(results["runs"]) == {"true", "false"}
+    # The checkpoint was written while the run trained (and is not part of the model's answer).
+    assert results["epoch_bytes"] > 10_000
+    on, off = results["runs"]["true"][0], results["runs"]["false"][0]
+    assert on["test_accuracy"] == off["test_accuracy"] and on["epoch_bytes"] > 0
+    assert off["epoch_bytes"] == 0

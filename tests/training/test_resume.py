@@ -127,6 +127,9 @@ def test_a_stopped_run_resumes_in_the_same_run_with_the_same_result(tmp_path, si
     assert_one_line_error(cli([*args, "resume=0123abcd", "hydra.run.dir=" + str(tmp_path / "d")]),
                           "no run 0123abcd")  # fmt: skip
     assert_one_line_error(cli([*args, "resume=last"]), "no stopped run")
+    other = [a if a != "trainer.epochs=12" else "trainer.epochs=10" for a in args]
+    out = cli([*other, f"resume={resumed.info.run_id}"])
+    assert_one_line_error(out, "another configuration", "trainer.epochs")
     assert len(_runs(uri)) == 2
 
 
