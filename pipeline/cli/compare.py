@@ -1,9 +1,9 @@
 """``python -m pipeline.compare [TARGET ...]``: runs side by side, grouped by configuration.
 
 TARGET is an experiment name or a sweep's parent run id; with none, the most recent sweep in the
-store. Writes comparison.md/.csv (the groups), verdicts.md/.json, comparison_curves.png and one
-self-contained comparison.html into --out, and prints the table and the verdicts (see
-`pipeline.analysis.compare`).
+store. Prints the table and the verdicts (see `pipeline.analysis.compare`); with --out DIR,
+also writes comparison.md/.csv (the groups), verdicts.md/.json, comparison_curves.png and one
+self-contained comparison.html there. Reads the store, never writes it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ def gather(targets: Sequence[str], tracking_uri: str | None) -> tuple[list, int]
     the sweeps' runs did not finish; default the latest sweep."""
     from pipeline.tracking import runs, store
 
+    db = store.sqlite_path(store.resolve_uri(tracking_uri))
+    if db is not None and not db.is_file():  # reading it would make an empty one
+        raise PipelineError(
+            f"no tracking store at {db}: run a job first, or give --tracking-uri "
+            "(or MLFLOW_TRACKING_URI) of the store that holds the runs"
+        )
     if not targets:
         latest = runs.latest_sweep(tracking_uri)
         if latest is None:
@@ -50,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__)
     parser.add_argument("targets", nargs="*", help="experiment names and/or parent run ids")
     parser.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the project's")
-    parser.add_argument("--out", type=Path, default=Path("comparison"), help="output folder")
+    parser.add_argument(
+        "--out", type=Path, help="also write the tables, verdicts and figures into this folder"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -61,9 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         comparison = compare(records, loader, failed)
     except PipelineError as exc:
         return fail(exc)
-    paths = write(comparison, args.out)
     sys.stdout.write(comparison.markdown + "\n" + comparison.verdicts_markdown)
-    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    if args.out is not None:
+        paths = write(comparison, args.out)
+        log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0
 
 

@@ -122,4 +122,20 @@ def closest(wrong: str, choices: list[str]) -> str | None:
     if not wrong or wrong in choices:
         return None
     close = difflib.get_close_matches(wrong, choices, n=1, cutoff=CLOSE_ENOUGH)
-    return close[0] if close else None
+    if close:
+        return close[0]
+    # A short name is far from its neighbours by ratio after one slip (anm: ann).
+    edits = [c for c in choices if len(wrong) >= 3 and _one_edit(wrong, c)]
+    return edits[0] if edits else None
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """`a` becomes `b` by one letter changed, added, dropped, or two neighbours swapped."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        swapped = len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+        return len(diff) == 1 or (swapped and a[diff[1]] == b[diff[0]])
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))

@@ -30,6 +30,7 @@ DEVICE_NAME = re.compile(
 )
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 DATASET_FORMATS = ("idx", "folder")
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit integers
 MAX_SIDE = 1024  # a folder dataset's image side, in pixels
 
 
@@ -432,6 +433,8 @@ def to_config(cfg: DictConfig) -> Config:
     obj.optimizer = _section(
         obj.optimizer, "optimizer", OptimizerConfig, ("learning_rate", "schedule", "decay_to")
     )
+    for key, seed in (("seed", obj.seed), ("dataset.split_seed", obj.dataset.split_seed)):
+        _require(0 <= seed <= MAX_SEED, key, seed, f"an integer from 0 to {MAX_SEED}")
     if obj.trainer.early_stopping.patience is not None:
         monitor = obj.trainer.early_stopping.monitor
         _require(

@@ -3,7 +3,11 @@ optimizer: the pipeline puts the uint8 scaling in front, so the model takes raw 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -56,9 +60,21 @@ def build(
 def _network(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> keras.Model:
     builder = resolve(cfg.target, "model._target_")
     try:
-        network = builder(shape, num_classes, **cfg.keys)
+        # Its weights are made without their values first: a model too large for this
+        # machine is refused before they take any memory. Their values then come from the
+        # same initializers, in the same order, as when built in one go.
+        with keras.StatelessScope(initialize_variables=False):
+            network = builder(shape, num_classes, **cfg.keys)
     except (ValueError, TypeError) as exc:  # a value out of the builder's range
+        keras.backend.clear_session()  # nor are they made later
         raise ConfigError(f"model={cfg.name} ({cfg.target}): {exc}") from exc
+    try:
+        _check_memory(cfg, network)
+    except ConfigError:
+        keras.backend.clear_session()
+        raise
+    with keras.StatelessScope():  # leaving it gives every weight made above its values
+        pass
     if not isinstance(network, keras.Model):
         raise ConfigError(
             f"model._target_={cfg.target} returned a {type(network).__name__}, not a keras.Model"
@@ -69,6 +85,49 @@ def _network(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int) -> kera
             f"(None, {num_classes}): end with Dense({num_classes}, activation='softmax')"
         )
     return network
+
+
+# What training holds per parameter, in float32: the weight, its gradient and up to two
+# optimizer slots (Adam's moments), besides the activations.
+BYTES_PER_PARAM = 16
+
+
+def _check_memory(cfg: ModelConfig, network: keras.Model) -> None:
+    """Refuse a network whose weights, gradients and optimizer state exceed the memory this
+    machine has free (when it says: Linux and macOS do).
+
+    Raises:
+        ConfigError: with the memory it would need and the memory there is.
+    """
+    need = network.count_params() * BYTES_PER_PARAM
+    free = available_memory()
+    if free is not None and need > free:
+        keys = " ".join(f"model.{k}={v}" for k, v in cfg.keys.items())
+        raise ConfigError(
+            f"model={cfg.name} {keys}: {network.count_params():,} parameters need about "
+            f"{_gigabytes(need)} to train (weights, gradients, optimizer state) and this machine "
+            f"has {_gigabytes(free)} free: choose a smaller model"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (MemAvailable), else all of it; None if the
+    system does not say."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gigabytes(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def check_optimizer(cfg: OptimizerConfig) -> type:
@@ -108,3 +167,19 @@ def named_weights(model: keras.Model) -> dict[str, np.ndarray]:
         parts = w.path.split("/")
         out["/".join(parts[-2:])] = w.numpy()
     return out
+
+
+def save_for_clients(model: keras.Model, path: Path) -> None:
+    """Save `model` as a .keras file for the clients of the logged model: as trained, except
+    that it runs one step per call into the graph (`steps_per_execution` is for training; a
+    client's `predict` with the trained value draws a progress bar as long as that value)."""
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        files = [(info, archive.read(info)) for info in archive.infolist()]
+    config = json.loads(dict((i.filename, d) for i, d in files)["config.json"])
+    if (config.get("compile_config") or {}).get("steps_per_execution", 1) == 1:
+        return
+    config["compile_config"]["steps_per_execution"] = 1
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in files:  # each entry as Keras wrote it (stored, not compressed)
+            archive.writestr(info, json.dumps(config) if info.filename == "config.json" else data)

@@ -57,9 +57,16 @@ class _KerasFileFlavor:
             keras_backend=versions["backend"],
             save_exported_model=False,
         )
+        # The pyfunc flavour's loader comes with the model: MLflow's own prints Keras'
+        # progress bar into every client's output.
+        loader = Path(__file__).with_name("quiet_keras_pyfunc.py")
+        Path(path, "code").mkdir(exist_ok=True)
+        shutil.copyfile(loader, Path(path, "code", loader.name))
         pyfunc.add_to_model(
             model,
-            loader_module="mlflow.keras",
+            loader_module=loader.stem,
+            data="data",
+            code="code",
             conda_env=_CONDA_ENV_FILE_NAME,
             python_env=_PYTHON_ENV_FILE_NAME,
         )

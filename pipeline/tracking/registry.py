@@ -68,7 +68,7 @@ def register_run(
         first = text.strip().splitlines()[0] if text.strip() else ""
         log.warning("registering %s failed: %s: %s", name, type(exc).__name__, first)
         return None
-    log.info("%s (run %s)", message, name)
+    log.info("run %s: %s", name, message)  # the run first: the line may name another version
     return message
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -96,6 +97,31 @@ def check_store(uri: str) -> None:
             ) from exc
         if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
             raise TrackingError(f"the tracking store {db} is not writable")
+        _check_sqlite(db)
+
+
+def _check_sqlite(db: Path) -> None:
+    """An existing store opens as SQLite; for a new one, a file can be made beside it (and is
+    removed: a mistake later leaves no empty store behind).
+
+    Raises:
+        TrackingError: names the file and why.
+    """
+    import sqlite3
+
+    try:
+        if db.exists():
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=rw", uri=True)) as con:
+                con.execute("select count(*) from sqlite_master").fetchone()
+        else:
+            with tempfile.NamedTemporaryFile(dir=db.parent, prefix=f".{db.name}."):
+                pass
+    except (sqlite3.Error, OSError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise TrackingError(
+            f"the tracking store {db} cannot be opened ({why}): point tracking.uri / "
+            "MLFLOW_TRACKING_URI at a SQLite file you can write"
+        ) from None
 
 
 def _artifact_location(cfg: TrackingConfig, uri: str, experiment: str) -> str | None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import logging
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -97,6 +100,59 @@ def _check_sweep_values(config: DictConfig) -> None:
             )
 
 
+def check_folder(folder: Path, key: str) -> None:
+    """The output folder `key` sets can be made and written; what this makes of it to find out
+    is removed again, so a mistake later leaves nothing behind.
+
+    Raises:
+        ConfigError: names the folder, why, and the key that sets it.
+    """
+    folder = Path(folder).absolute()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"{key}={folder}: cannot make or write the folder ({why}: {exc.filename or folder}); "
+            f"give {key}=<a folder you can write>"
+        ) from None
+    finally:
+        for path in made:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def _check_each_value(config: DictConfig) -> None:
+    """Each value of each swept key composes and passes the checks (with the first value of
+    the other swept keys), so that a misspelled option (`model=linear,anm`) stops the sweep
+    before its parent run or folder exists; Hydra's basic sweeper only, whose jobs are the
+    product of the values."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_") or "")
+    if not sweeper.endswith("BasicSweeper"):
+        return
+    try:
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    except Exception:  # Hydra reports a malformed override itself, with its own message
+        return
+    swept = {
+        o.get_key_element(): [str(v) for v in o.sweep_string_iterator()]
+        for o in overrides
+        if o.is_sweep_override() and not o.is_interval_sweep()
+    }
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    loader = GlobalHydra.instance().config_loader()
+    for key, values in swept.items():
+        for value in values[1:] if key != next(iter(swept)) else values:
+            job = [f"{k}={value if k == key else v[0]}" for k, v in swept.items()]
+            check_job_config(loader.load_sweep_config(config, [*fixed, *job]))
+
+
 def _is_resume(override: str) -> bool:
     return override.lstrip("+~").split("=", 1)[0] == "resume"
 
@@ -120,6 +176,7 @@ class MlflowSweepCallback(Callback):
         # A mistake in the config stops a single job before Hydra makes its output folder.
         try:
             check_job_config(config)
+            check_folder(Path(config.hydra.run.dir), "hydra.run.dir")
         except PipelineError as exc:
             raise SweepAborted(exc) from exc
 
@@ -127,7 +184,7 @@ class MlflowSweepCallback(Callback):
         # A bad setting or an unreachable store stops the sweep before its first job.
         try:
             self._start(config)
-        except PipelineError as exc:
+        except (PipelineError, HydraException) as exc:  # a mistake in a value or a folder
             raise SweepAborted(exc) from exc
         except Exception as exc:  # e.g. the store refused the parent run
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -144,6 +201,8 @@ class MlflowSweepCallback(Callback):
         check_job_config(config)  # the settings every job shares
         _check_search(config)
         _check_sweep_values(config)
+        _check_each_value(config)
+        check_folder(sweep_dir, "hydra.sweep.dir")
         if not OmegaConf.select(config, "tracking.enabled", default=True):
             return
         # Jobs that run in this process, one after the other, leave their runs to the

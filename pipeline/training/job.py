@@ -24,7 +24,13 @@ from pipeline.config.schema import Config, to_config
 from pipeline.data.images import Preparation
 from pipeline.data.load import Dataset, load
 from pipeline.data.preprocess import Splits, preprocess
-from pipeline.models.build import build, check_optimizer, named_weights, total_steps
+from pipeline.models.build import (
+    build,
+    check_optimizer,
+    named_weights,
+    save_for_clients,
+    total_steps,
+)
 from pipeline.reporting.inputs import ReportRequest, save_report_inputs
 from pipeline.tracking import store
 from pipeline.tracking.client import RecorderClient
@@ -424,7 +430,7 @@ def _record(rec, conf: Config, out: Path, model, data: Loaded, trained: Trained)
     names = ("model_summary.txt", "weights.npz", "predictions.npz", "metrics.json")
     rec.send(LogFiles(tuple(str(out / name) for name in names)))
     if conf.tracking.log_model and conf.tracking.enabled:
-        model.save(out / "model.keras")
+        save_for_clients(model, out / "model.keras")
         example = data.splits.test.x[:5]
         versions = {
             "keras": keras.__version__,

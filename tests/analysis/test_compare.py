@@ -352,3 +352,18 @@ def test_cli_names_what_is_missing(tmp_path, capsys):
     assert "error: no experiment named 'no-such-experiment'" in capsys.readouterr().err
     assert compare_cli.main(["--out", str(tmp_path)]) == 1
     assert "error: no sweep found" in capsys.readouterr().err
+
+
+def test_cli_writes_files_only_when_asked(three_runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert compare_cli.main(["mnist"]) == 0
+    assert "| configuration | n |" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # the fixture's store
+
+
+def test_cli_does_not_make_a_store_where_none_was(tmp_path, capsys):
+    db = tmp_path / "none" / "mlflow.db"
+    assert compare_cli.main(["--tracking-uri", f"sqlite:///{db}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no tracking store at {db}") and err.count("\n") == 1
+    assert not db.exists() and not db.parent.exists()

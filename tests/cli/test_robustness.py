@@ -30,6 +30,7 @@ from tests.helpers.cli import (
     assert_one_line_error,
     cli,
     make_config,
+    run_main,
     start_pipeline,
 )
 from tests.helpers.data import (
@@ -68,6 +69,9 @@ from tests.helpers.stores import init_store, runs_in, sweep_runs
         (["model=custom"], ["model._target_ is missing"]),
         (["optimizer.momentun=0.9"], ["optimizer.momentun", "did you mean optimizer.momentum?"]),
         (["dataset.limit=0"], ["dataset.limit=0"]),
+        (["seed=-1"], ["seed=-1", "0 to 4294967295"]),
+        (["dataset.split_seed=4294967296"], ["dataset.split_seed=4294967296"]),
+        (["model=ann", "model.hidden_units=2000000000"], ["hidden_units=2000000000", "GiB"]),
     ],
 )
 @pytest.mark.cli
@@ -85,6 +89,12 @@ def test_bad_config_is_one_line_and_touches_nothing(overrides, names, isolated_t
         ["-m", "model=linear,ann", "trainer.epochs=0"],  # a sweep: before its first job
         ["dataset.path=/nowhere"],  # stopped inside the job, which wrote nothing yet
         ["trainer.strategy=mirrored", "trainer.devices=[/gpu:7]"],  # inside, before the data
+        # A sweep checks each value, its folder and its store before its parent run exists.
+        ["hydra.run.dir=/proc/nope/out"],  # a folder that cannot be made
+        ["-m", "model=linear,anm"],
+        ["-m", "seed=1,-1"],
+        ["-m", "model=linear,ann", "hydra.sweep.dir=/proc/nope/out"],
+        ["-m", "model=linear,ann", "tracking.uri=sqlite:////proc/x.db"],
     ],
 )
 @pytest.mark.cli
@@ -212,6 +222,27 @@ def test_store_that_cannot_be_written(tmp_path):
     blocker.write_text("not a folder")
     out = cli([f"tracking.uri=sqlite:///{blocker}/mlflow.db", f"hydra.run.dir={tmp_path / 'job'}"])
     assert_one_line_error(out, str(blocker))
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("what", ["folder", "not sqlite"])
+def test_a_store_that_cannot_be_opened_fails_before_training(what, tmp_path):
+    db = Path("/proc/x.db") if what == "folder" else tmp_path / "mlflow.db"
+    if what == "not sqlite":
+        db.write_text("a text file, not a database\n" * 100)
+    start = time.monotonic()
+    out = cli([f"tracking.uri=sqlite:///{db}", f"hydra.run.dir={tmp_path / 'job'}"])
+    assert_one_line_error(out, f"the tracking store {db} cannot be opened")
+    assert time.monotonic() - start < 60  # not MLflow's retries
+    assert not (tmp_path / "job").exists()
+
+
+def test_a_sweep_value_one_letter_off_gets_a_did_you_mean(isolated_tracking, tmp_path, capsys):
+    code = run_main(["-m", "model=linear,anm", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("error: ") and err[0].endswith("did you mean model=ann?")
+    assert not (tmp_path / "sweep").exists() and runs_in(isolated_tracking) == []
 
 
 # --- faults during a run --------------------------------------------------------------------

@@ -133,4 +133,4 @@ def test_a_failed_registration_is_logged_and_the_others_go_on(monkeypatch, caplo
         assert registry.register_best(children) == ["registered id-a"]
     assert "registering c failed: RuntimeError: the registry is down" in caplog.text
     assert "more" not in caplog.text
-    assert "registered id-a (run a)" in caplog.text
+    assert "run a: registered id-a" in caplog.text
