@@ -58,15 +58,19 @@ test: lint
 test-all: $(DEV_STAMP) lint
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
+# Each server's port is checked first: a busy one is one `error:` line, and nothing starts.
 ui: $(RUN_STAMP)
+	@$(PY) -m pipeline.cli.port 127.0.0.1 $(UI_PORT) UI_PORT ui
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(PY) -m pipeline.cli.ui http://127.0.0.1:$(UI_PORT)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 # `mlflow models serve` starts uvicorn from PATH: the venv's bin goes first.
 serve: $(RUN_STAMP)
+	@$(PY) -m pipeline.cli.port 127.0.0.1 $(SERVE_PORT) SERVE_PORT serve
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI="$(STORE)" $(VENV)/bin/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
 draw: $(RUN_STAMP)
+	@$(PY) -m pipeline.cli.port 127.0.0.1 $(DRAW_PORT) DRAW_PORT draw
 	MLFLOW_TRACKING_URI="$(STORE)" $(PY) -m pipeline.predict --serve "$(MODEL)" --port $(DRAW_PORT)
 
 clean:

@@ -191,9 +191,16 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(classifier, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the drawing page for `classifier` on host:port until interrupted."""
+    """Serve the drawing page for `classifier` on host:port until interrupted.
+
+    Raises:
+        PortInUseError: host:port is taken; nothing is printed and no server started.
+    """
     import uvicorn
 
+    from pipeline.cli.port import check_free
+
+    check_free(host, port, "--port {port}")
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     print(f"Draw a digit at http://{shown}:{port}/ (model {classifier.uri}; Ctrl+C to stop)")
     if not is_loopback(host):
