@@ -60,3 +60,11 @@ class SweepAborted(BaseException):
 
 class ImageError(PipelineError):
     """An image that cannot be read, or holds no digit where one is looked for."""
+
+
+class PortInUseError(PipelineError):
+    """A server's port is taken, e.g. by another server; says how to choose another."""
+
+
+class InputError(PipelineError, ValueError):
+    """Arrays given to a model that are not images it takes: their shape, type or values."""
