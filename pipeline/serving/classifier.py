@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.images import Preparation
-from pipeline.errors import PipelineError
+from pipeline.errors import ImageError, InputError, PipelineError
 from pipeline.serving.prepare import image_files, prepare_file
 
 TOP = 3
@@ -35,13 +35,60 @@ class Classifier:
     preparation: Preparation = field(default_factory=Preparation)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities of (n, H, W) or (n, H, W, 3) uint8 images as its preparation
-        makes them (given a channel axis when the model's input has one)."""
-        images = np.asarray(images)
+        """Class probabilities of (n, H, W) or (n, H, W, 3) images as its preparation makes
+        them (given a channel axis when the model's input has one): uint8 (or whole numbers)
+        0..255 as the model takes them, or float 0..1 (Keras's usual scaling), scaled by 255.
+
+        Raises:
+            InputError: not a batch of the model's shape, or values neither 0..255 nor 0..1
+                (NaN, negative, a float image 0..255 with fractions); says which it takes.
+        """
+        images = as_pixels(images)
         shape = getattr(self.model, "input_shape", None)
-        if shape is not None and len(shape) == 4:  # (None, 28, 28, 1)
-            images = images.reshape((len(images), *shape[1:]))
+        if shape is not None:
+            want = tuple(shape[1:])
+            given = tuple(images.shape[1:])
+            grey = want[:-1] if want[-1:] == (1,) else want  # (28, 28) for (28, 28, 1)
+            if given not in {want, grey, (*grey, 1)}:
+                raise InputError(
+                    f"images of shape {images.shape}: the model takes a batch of "
+                    f"{'x'.join(map(str, grey))} images, shape (n, {', '.join(map(str, grey))}) "
+                    "(one image x as x[None])"
+                )
+            images = images.reshape((len(images), *want))
         return np.asarray(self.model.predict(images, verbose=0), dtype=np.float64)
+
+
+PIXELS = "uint8 images 0..255 or float images 0..1"
+
+
+def as_pixels(images) -> np.ndarray:
+    """Images as a model takes them, uint8 0..255: uint8 as they are, other integers and whole
+    float numbers in 0..255 as the same values, floats that all lie in 0..1 scaled by 255.
+
+    Raises:
+        InputError: values that are none of these, or not numbers; says what it takes.
+    """
+    x = np.asarray(images)
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"images of type {x.dtype}: a model takes {PIXELS}")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise InputError(f"images of type {x.dtype}: a model takes {PIXELS}")
+    if x.size == 0:
+        return x.astype(np.uint8)
+    if np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all():
+            raise InputError(f"images holding NaN or infinite values: a model takes {PIXELS}")
+        if x.min() >= 0 and x.max() <= 1:
+            return np.rint(x * 255.0).astype(np.uint8)
+    low, high = x.min(), x.max()
+    if low >= 0 and high <= 255 and np.array_equal(x, np.rint(x)):
+        return x.astype(np.uint8)
+    raise InputError(
+        f"images of type {x.dtype} with values {low:g}..{high:g}: a model takes {PIXELS}"
+    )
 
 
 def model_uri(model: str) -> str:
@@ -161,8 +208,32 @@ def figure(images: np.ndarray, probs: np.ndarray, names, labels: list[str], ink_
 
 
 def predict_files(
-    classifier: Classifier, paths: list[str]
+    classifier: Classifier, paths: list[str], on_error=None
 ) -> tuple[list[Path], np.ndarray, np.ndarray]:
-    files = image_files(paths)
-    images = np.stack([prepare_file(f, classifier.preparation) for f in files])
-    return files, images, classifier.probabilities(images)
+    """The image files named (see `image_files`) that could be prepared, as the model saw them,
+    and its class probabilities of each.
+
+    `on_error(path, error)` is called for each image that cannot be prepared (not an image, too
+    large or small, no ink), which is then left out; without it the first such error is raised.
+
+    Raises:
+        ImageError: a path that does not exist, a folder without images, or (without
+            `on_error`) an image that cannot be prepared.
+    """
+    files, images = [], []
+    for path in image_files(paths):
+        try:
+            images.append(prepare_file(path, classifier.preparation))
+        except ImageError as exc:
+            if on_error is None:
+                raise
+            on_error(path, exc)
+            continue
+        files.append(path)
+    if not images:
+        how = classifier.preparation
+        shape = (*how.size, 3) if how.channels == 3 else tuple(how.size)
+        empty = np.zeros((0, *shape), np.uint8)
+        return files, empty, np.zeros((0, len(classifier.class_names)))
+    batch = np.stack(images)
+    return files, batch, classifier.probabilities(batch)

@@ -27,15 +27,22 @@ CHAMPION = "models:/mnist-classifier@champion"
 
 
 @pytest.fixture(scope="module")
-def digits():
-    """The first 12 MNIST test digits and their labels."""
+def mnist_test():
+    """MNIST's test digits and their labels."""
     found = real_data_dir()
     if found is None:
         pytest.skip("real MNIST files not found: set PIPELINE_DATA_DIR (see README)")
     from pipeline.config.schema import to_config
 
     ds = load(to_config(make_config([f"dataset.path={found}"])).dataset)
-    return ds.test_x[:12], ds.test_y[:12]
+    return ds.test_x, ds.test_y
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test):
+    """The first 12 MNIST test digits and their labels."""
+    images, labels = mnist_test
+    return images[:12], labels[:12]
 
 
 def as_drawn(digit: np.ndarray, scale: int = 6, margin=(30, 80, 10, 50)) -> np.ndarray:
@@ -56,6 +63,34 @@ def as_photo(digit: np.ndarray, seed: int) -> np.ndarray:
     paper = 170 + 30 * cols / cols.max()  # light from the right
     noise = np.random.default_rng(seed).normal(0, 6, ink.shape)
     return np.clip(paper - 0.55 * ink + noise, 0, 255)
+
+
+def as_scanned(digit: np.ndarray, side: int = 150, margin: int = 0) -> np.ndarray:
+    """A digit as a scan or a tight crop gives it: cropped to its ink (which then touches every
+    edge), its longer side scaled to `side` pixels, dark on white, inside `margin` white
+    pixels."""
+    rows, cols = np.flatnonzero(digit.max(axis=1)), np.flatnonzero(digit.max(axis=0))
+    crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    scale = side / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    big = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
+    return np.pad(255 - big, margin, constant_values=255).astype(np.uint8)
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG file of a few bytes whose header gives `width` x `height` pixels (its data is an
+    8x8 image's: decoding it would fail, or take width * height bytes)."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 255).save(buffer, "PNG")
+    raw = bytearray(buffer.getvalue())
+    raw[16:24] = struct.pack(">II", width, height)  # IHDR's width and height, then its CRC
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    path.write_bytes(bytes(raw))
+    return path
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,8 +130,70 @@ def test_a_blank_image_has_no_ink(tmp_path):
 def test_a_file_that_is_not_an_image_is_named(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
-    with pytest.raises(ImageError, match=r"notes\.png is not an image"):
+    with pytest.raises(ImageError, match=r"notes\.png: not an image Pillow can read"):
         prepare_file(bad)
+    good = tmp_path / "cut.png"
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(good)
+    cut = tmp_path / "cut-short.png"
+    cut.write_bytes(good.read_bytes()[:60])  # the header, half the pixels' data
+    with pytest.raises(ImageError, match=r"cut-short\.png: not an image Pillow can read"):
+        prepare_file(cut)
+
+
+def test_ink_touching_the_edge_is_read_as_with_a_margin(digits):
+    """A scan or a tight crop, whose ink runs off the edge, is prepared as the same digit with
+    a white margin round it: neither refused as blank nor hollowed out."""
+    for digit in digits[0]:
+        tight = prepare(as_scanned(digit), "tight.png")
+        framed = prepare(as_scanned(digit, margin=25), "framed.png")
+        # (The two may lie a row apart: the centre of mass is rounded to a whole pixel.)
+        assert similarity(tight, digit) >= similarity(framed, digit) - 0.03
+        assert similarity(tight, digit) > 0.85
+        assert (tight > 128).sum() >= 0.9 * (framed > 128).sum()  # its strokes all there
+
+
+@pytest.mark.parametrize(("width", "height"), [(20000, 20000), (12000, 12000), (5000, 40)])
+def test_a_huge_image_is_refused_from_its_header(tmp_path, monkeypatch, width, height):
+    import pipeline.serving.prepare as prepare_module
+
+    def never(*args):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(prepare_module, "open_image", never)
+    path = png_claiming(tmp_path / "huge.png", width, height)
+    with pytest.raises(ImageError) as caught:
+        prepare_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: image of {width}x{height} pixels is too large")
+    assert f"at most {prepare_module.MAX_SIDE} pixels a side" in message
+    assert "\n" not in message
+
+
+def test_an_image_over_the_bound_is_refused_and_one_at_it_read(tmp_path):
+    """A real (constant, so tiny) PNG one pixel over MAX_SIDE, and one at it with a stroke."""
+    from pipeline.serving.prepare import MAX_SIDE
+
+    wide = tmp_path / "wide.png"
+    Image.new("L", (MAX_SIDE + 1, 4), 255).save(wide)
+    with pytest.raises(ImageError, match=f"{MAX_SIDE + 1}x4 pixels is too large"):
+        prepare_file(wide)
+    ok = np.full((40, MAX_SIDE), 255, np.uint8)
+    ok[5:35, 2000:2010] = 0
+    tall = tmp_path / "ok.png"
+    Image.fromarray(ok).save(tall)
+    assert prepare_file(tall).max() == 255
+
+
+def test_a_tiny_image_is_too_small(tmp_path):
+    from pipeline.serving.prepare import MIN_SIDE
+
+    dot = tmp_path / "dot.png"
+    Image.new("L", (1, 1), 0).save(dot)
+    expected = f"dot.png: image of 1x1 pixels is too small: at least {MIN_SIDE} pixels a side"
+    with pytest.raises(ImageError, match=expected):
+        prepare_file(dot)
+    with pytest.raises(ImageError, match="image of 40x2 pixels is too small"):
+        prepare(np.zeros((2, 40)))
 
 
 def test_transparent_strokes_are_ink_on_paper(digits):
@@ -290,9 +387,14 @@ def test_bad_input_is_one_line_naming_it(store, drawn_files, capsys, tmp_path):
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(blank)
     text = tmp_path / "readme.png"
     text.write_text("hello")
+    dot = tmp_path / "dot.png"
+    Image.new("L", (1, 1), 0).save(dot)
+    huge = png_claiming(tmp_path / "huge.png", 20000, 20000)
     cases = {
         "blank.png: no ink": [CHAMPION, str(blank)],
-        "readme.png is not an image": [CHAMPION, str(text)],
+        "readme.png: not an image Pillow can read": [CHAMPION, str(text)],
+        "huge.png: image of 20000x20000 pixels is too large: at most 4096": [CHAMPION, str(huge)],
+        "dot.png: image of 1x1 pixels is too small: at least 3": [CHAMPION, str(dot)],
         "model models:/nothing@champion not found": ["models:/nothing@champion", str(files[0])],
         "nowhere.png: no such file": [CHAMPION, str(tmp_path / "nowhere.png")],
     }
@@ -309,6 +411,108 @@ def test_bad_input_is_one_line_naming_it(store, drawn_files, capsys, tmp_path):
         assert code == 1 and out == "", expected
         assert err.startswith("error: ") and err.count("\n") == 1, err
         assert expected in err, err
+
+
+def test_a_bad_image_is_named_and_the_others_answered(store, drawn_files, capsys, tmp_path):
+    files, _ = drawn_files
+    blank = tmp_path / "bad" / "blank.png"
+    blank.parent.mkdir()
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(blank)
+    huge = png_claiming(tmp_path / "bad" / "huge.png", 20000, 20000)
+    text = tmp_path / "bad" / "notes.png"
+    text.write_text("hello")
+    good = [str(f) for f in files[:3]]
+    given = [good[0], str(blank), good[1], str(huge), str(text), good[2]]
+    for extra in ([], ["--json"], ["--out", str(tmp_path / "figures")]):
+        code, out, err = predict_main([CHAMPION, *given, *extra], capsys)
+        assert code == 1, err
+        lines = [line for line in out.splitlines() if not line.startswith("figure:")]
+        if extra == ["--json"]:
+            assert [json.loads(line)["image"] for line in lines] == good
+        else:
+            assert [line.split(": ")[0] for line in lines] == good
+            assert all(line.count("%") == 3 for line in lines)
+        errors = err.splitlines()
+        assert [line.split(": ")[1] for line in errors] == [str(blank), str(huge), str(text)]
+        assert all(line.startswith("error: ") for line in errors), err
+        assert "Traceback" not in err
+    assert Image.open(tmp_path / "figures" / "predictions.png").size[1] > 3 * 100  # 3 rows
+    # Nothing readable: no answer, no figure, exit 1.
+    code, out, err = predict_main([CHAMPION, str(blank), "--out", str(tmp_path / "none")], capsys)
+    assert (code, out, err.count("\n")) == (1, "", 1)
+    assert not (tmp_path / "none").exists()
+
+
+def test_paths_are_checked_before_the_model_loads(monkeypatch, capsys, tmp_path):
+    import pipeline.cli.predict as command
+
+    loaded = []
+    monkeypatch.setattr(command, "load_classifier", lambda model: loaded.append(model))
+    good = tmp_path / "seven.png"
+    Image.new("L", (40, 40), 255).save(good)
+    code, out, err = predict_main([CHAMPION, str(good), str(tmp_path / "gone.png")], capsys)
+    assert (code, out) == (1, "") and loaded == []
+    assert err == f"error: {tmp_path / 'gone.png'}: no such file or folder\n"
+
+
+def test_float_images_0_to_1_get_the_answers_of_uint8_ones(store, mnist_test):
+    from pipeline.serving.classifier import load_classifier
+
+    images, labels = mnist_test[0][:500], mnist_test[1][:500]
+    classifier = load_classifier(CHAMPION)
+    raw = classifier.probabilities(images)
+    assert (raw.argmax(axis=1) == labels).mean() > 0.9
+    for given in (images / 255.0, (images / 255.0).astype(np.float32), images.astype(float)):
+        probs = classifier.probabilities(given)
+        np.testing.assert_array_equal(probs.argmax(axis=1), raw.argmax(axis=1))
+        np.testing.assert_allclose(probs, raw, atol=1e-6)
+    with_channel = classifier.probabilities(images[:5, :, :, None] / 255.0)
+    np.testing.assert_allclose(with_channel, raw[:5], atol=1e-6)
+
+
+class Recorder:
+    """Stands in for a Keras model taking 28x28 images: the batches it was given."""
+
+    input_shape = (None, 28, 28)
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def predict(self, x, verbose=0):
+        self.seen.append(np.array(x))
+        return np.full((len(x), 10), 0.1)
+
+
+@pytest.mark.parametrize(
+    ("images", "says"),
+    [
+        pytest.param(np.full((2, 28, 28), np.nan), "NaN or infinite", id="nan"),
+        pytest.param(np.full((2, 28, 28), -0.5), "values -0.5..-0.5", id="negative"),
+        pytest.param(np.linspace(0, 255, 2 * 784).reshape(2, 28, 28), "0..255", id="fractions"),
+        pytest.param(np.full((2, 28, 28), 300), "int64 with values 300..300", id="over-255"),
+        pytest.param(np.zeros((2, 28, 28), bool), "type bool", id="bool"),
+        pytest.param(np.full((2, 28, 28), "a"), "type <U1", id="text"),
+        pytest.param(np.zeros((28, 28), np.uint8), "shape (28, 28)", id="one-image"),
+        pytest.param(np.zeros((2, 32, 32), np.uint8), "shape (n, 28, 28)", id="other-size"),
+    ],
+)
+def test_images_a_model_does_not_take_are_refused_saying_what_it_takes(images, says):
+    from pipeline.errors import InputError
+    from pipeline.serving.classifier import Classifier
+
+    model = Recorder()
+    classifier = Classifier(model, tuple("0123456789"), "test")
+    with pytest.raises(InputError) as caught:
+        classifier.probabilities(images)
+    message = str(caught.value)
+    assert says in message and "\n" not in message, message
+    assert "the model takes" in message or "a model takes" in message
+    assert isinstance(caught.value, ValueError)
+    assert model.seen == []
+    np.testing.assert_array_equal(
+        classifier.probabilities(np.full((2, 28, 28), 0.5))[0], np.full(10, 0.1)
+    )
+    assert model.seen[0].dtype == np.uint8 and model.seen[0].max() == 128
 
 
 @pytest.mark.cli
