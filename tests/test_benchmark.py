@@ -108,3 +108,15 @@ def test_smoke_checkpoint_benchmark_times_both_and_sees_the_checkpoint(real_data
     on, off = results["runs"]["true"][0], results["runs"]["false"][0]
     assert on["test_accuracy"] == off["test_accuracy"] and on["epoch_bytes"] > 0
     assert off["epoch_bytes"] == 0
+
+
+def test_smoke_floor_benchmark_times_the_loop_and_each_backend(real_data, tmp_path):
+    out = tmp_path / "floor.json"
+    proc = _smoke("floor.py", out, real_data, 300)
+    assert "x floor" in proc.stdout and "target: the pipeline's fit at most 2.5x" in proc.stdout
+    runs = json.loads(out.read_text())["runs"]
+    assert set(runs) == {"numpy", "tensorflow", "jax"}
+    # The hand-written loop learns (chance is 0.1), so its time is a floor for real training.
+    assert runs["numpy"][0]["test_accuracy"] > 0.3 and runs["numpy"][0]["fit_seconds"] > 0
+    for backend in ("tensorflow", "jax"):
+        assert runs[backend][0]["test_accuracy"] > 0.3, backend

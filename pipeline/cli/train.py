@@ -39,7 +39,10 @@ register()
 def main(cfg: DictConfig) -> float:
     """Run one job and return its objective (validation accuracy, else test accuracy)."""
     try:
-        to_config(cfg)  # a bad value fails here, before TensorFlow or MLflow are imported
+        conf = to_config(cfg)  # a bad value fails here, before TensorFlow or MLflow are imported
+        from pipeline.training import engine
+
+        engine.select(conf.trainer)  # before Keras is imported
         from pipeline.tracking.client import start_recorder
 
         # The recorder imports MLflow on the other core while this process imports TensorFlow.

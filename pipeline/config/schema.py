@@ -30,6 +30,7 @@ DEVICE_NAME = re.compile(
 )
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 DATASET_FORMATS = ("idx", "folder")
+BACKENDS = ("tensorflow", "jax")
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit integers
 MAX_SIDE = 1024  # a folder dataset's image side, in pixels
 
@@ -273,6 +274,10 @@ class TrainerConfig:
     # Save the training state (weights, optimizer, random state) after each epoch into the
     # job's folder, so that `resume=` can continue the run; removed when the run finishes.
     checkpoint: bool = True
+    # The engine Keras runs on: tensorflow, or jax (`pip install -e '.[jax]'`), whose per-step
+    # cost is a third of TensorFlow's for the dense models (and whose convolutions are slower
+    # on a CPU). One engine per process: a sweep over it needs a process per job.
+    backend: str = "tensorflow"
 
     def __post_init__(self) -> None:
         _require(
@@ -280,6 +285,16 @@ class TrainerConfig:
             "trainer.precision",
             self.precision,
             f"one of {', '.join(PRECISIONS)}",
+        )
+        engines = ", ".join(BACKENDS)
+        _require(self.backend in BACKENDS, "trainer.backend", self.backend, f"one of {engines}")
+        one_device = self.strategy == "default" and self.cpu_devices == 1
+        _require(
+            self.backend == "tensorflow" or one_device,
+            "trainer.strategy" if self.strategy != "default" else "trainer.cpu_devices",
+            self.strategy if self.strategy != "default" else self.cpu_devices,
+            f"the default strategy on one device with trainer.backend={self.backend} (the "
+            "strategies are TensorFlow's tf.distribute)",
         )
         _require(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
         _require(self.batch_size >= 1, "trainer.batch_size", self.batch_size, "an integer >= 1")

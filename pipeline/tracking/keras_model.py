@@ -89,7 +89,11 @@ def log_keras_file(
     """
     from mlflow.models import Model, infer_signature
 
-    requirements = [f"keras=={versions['keras']}", f"tensorflow=={versions['tensorflow']}"]
+    # Keras loads the file on any engine; TensorFlow is the one it takes unless told otherwise.
+    engine = versions["backend"]
+    requirements = [f"keras=={versions['keras']}", f"{engine}=={versions[engine]}"]
+    if engine != "tensorflow" and _installed("tensorflow"):
+        requirements.append(f"tensorflow=={_installed('tensorflow')}")
     with contextlib.redirect_stdout(io.StringIO()):
         info = Model.log(
             artifact_path=None,
@@ -107,3 +111,12 @@ def log_keras_file(
             validate_serving_input=False,
         )
     return info.model_uri
+
+
+def _installed(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

@@ -116,7 +116,8 @@ def check_folder(folder: Path, key: str) -> None:
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise ConfigError(
-            f"{key}={folder}: cannot make or write the folder ({why}: {exc.filename or folder}); "
+            f"{key}={folder}: cannot create or write to the folder "
+            f"({why}: {exc.filename or folder}); "
             f"give {key}=<a folder you can write>"
         ) from None
     finally:

@@ -30,7 +30,19 @@ def stderr_silenced() -> Iterator[None]:
 
 with stderr_silenced():
     import keras
-    import tensorflow as tf
+
+    # TensorFlow only when Keras runs on it (`trainer.backend`, see `engine`): on JAX it is
+    # neither needed nor worth its start-up.
+    tf = None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+
+def version() -> dict[str, str]:
+    """The versions a saved model depends on: Keras and its engine."""
+    engine = keras.backend.backend()
+    module = tf if engine == "tensorflow" else __import__(engine)
+    return {"keras": keras.__version__, engine: module.__version__, "backend": engine}
 
 
 class _NoRetracingNote(logging.Filter):
@@ -41,8 +53,9 @@ class _NoRetracingNote(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
-tf.get_logger().addFilter(_NoRetracingNote())
-# tf.distribute logs every reduction at INFO; the pipeline logs what it chose itself.
-tf.get_logger().setLevel(logging.WARNING)
+if tf is not None:
+    tf.get_logger().addFilter(_NoRetracingNote())
+    # tf.distribute logs every reduction at INFO; the pipeline logs what it chose itself.
+    tf.get_logger().setLevel(logging.WARNING)
 
 __all__ = ["keras", "tf"]

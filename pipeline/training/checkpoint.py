@@ -48,6 +48,8 @@ class Saved:
     history: dict[str, list[float]] = field(default_factory=dict)
     epoch_seconds: tuple[float, ...] = ()
     stopping: dict[str, float] = field(default_factory=dict)
+    # NumPy's global random state past its 624 keys (position, has_gauss, cached_gaussian).
+    numpy_state: tuple = (0, 0, 0.0)
 
     @property
     def fit_seconds(self) -> float:
@@ -82,6 +84,7 @@ def read(folder: Path) -> Saved | None:
             history={k: [float(v) for v in vals] for k, vals in state["history"].items()},
             epoch_seconds=tuple(float(s) for s in state["epoch_seconds"]),
             stopping=dict(state["stopping"]),
+            numpy_state=tuple(state.get("numpy_state", (0, 0, 0.0))),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ResumeError(f"its checkpoint in {folder} is corrupt ({exc})") from exc
@@ -123,6 +126,9 @@ class Checkpoint(keras.callbacks.Callback):
         arrays = np.load(self.saved.folder / ARRAYS)
         for i, generator in enumerate(_seed_generators(self.model)):
             generator.state.assign(arrays[f"seed_{i}"])
+        if "numpy_keys" in arrays:  # Keras shuffles NumPy batches with NumPy's global state
+            position, gauss, cached = self.saved.numpy_state
+            np.random.set_state(("MT19937", arrays["numpy_keys"], position, gauss, cached))
         if self.stopping is not None:
             for name, value in self.saved.stopping.items():
                 setattr(self.stopping, name, value if name == "best" else int(value))
@@ -148,6 +154,8 @@ class Checkpoint(keras.callbacks.Callback):
             f"seed_{i}": keras.ops.convert_to_numpy(g.state)
             for i, g in enumerate(_seed_generators(self.model))
         }
+        _, keys, position, gauss, cached = np.random.get_state()
+        arrays["numpy_keys"] = keys
         stopping = {}
         if self.stopping is not None:
             stopping = {k: float(getattr(self.stopping, k)) for k in STOPPING_STATE}
@@ -159,6 +167,7 @@ class Checkpoint(keras.callbacks.Callback):
             "history": self.history,
             "epoch_seconds": list(self.epoch_seconds),
             "stopping": stopping,
+            "numpy_state": [int(position), int(gauss), float(cached)],
             "digests": {n: _digest(partial / n) for n in (WEIGHTS, ARRAYS)},
         }
         (partial / STATE).write_text(json.dumps(state))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -59,8 +60,19 @@ def check(cfg: TrainerConfig) -> None:
             )
 
 
-def strategy(cfg: TrainerConfig) -> tf.distribute.Strategy:
+class _OneDevice:
+    """What the job asks of a strategy, where there is no tf.distribute (JAX): one replica."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def strategy(cfg: TrainerConfig):
     """The tf.distribute strategy to build and train the model under (raises as `check`)."""
+    if tf is None:  # the schema allows only the default strategy on another engine
+        return _OneDevice()
     check(cfg)
     if cfg.strategy == "mirrored":
         devices = list(cfg.devices) or None

@@ -32,8 +32,9 @@ def steps_per_execution(cfg: TrainerConfig, num_train: int) -> int:
 
 
 def set_threads(cfg: TrainerConfig) -> None:
-    """Apply `trainer.intra_op_threads` (possible only before TensorFlow's first op)."""
-    if tf.config.threading.get_intra_op_parallelism_threads() == cfg.intra_op_threads:
+    """Apply `trainer.intra_op_threads` (possible only before TensorFlow's first op; on JAX,
+    XLA chooses)."""
+    if tf is None or tf.config.threading.get_intra_op_parallelism_threads() == cfg.intra_op_threads:
         return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.intra_op_threads)

@@ -47,7 +47,7 @@ from pipeline.tracking.protocol import (
     RunSpec,
 )
 from pipeline.tracking.sweep import PARENT_RUN_FILE
-from pipeline.training import checkpoint, devices, precision
+from pipeline.training import backend, checkpoint, devices, precision
 from pipeline.training.backend import keras, tf
 from pipeline.training.callbacks import EpochsToRecorder, LearningRateToLogs, ReportToTrial
 from pipeline.training.evaluate import evaluate
@@ -432,11 +432,7 @@ def _record(rec, conf: Config, out: Path, model, data: Loaded, trained: Trained)
     if conf.tracking.log_model and conf.tracking.enabled:
         save_for_clients(model, out / "model.keras")
         example = data.splits.test.x[:5]
-        versions = {
-            "keras": keras.__version__,
-            "tensorflow": tf.__version__,
-            "backend": keras.backend.backend(),
-        }
+        versions = backend.version()
         output = model.predict(example, verbose=0)
         metadata = {
             "class_names": list(data.ds.class_names),
@@ -466,7 +462,8 @@ def _build(conf: Config, ds, num_train: int) -> tuple[keras.Model, int]:
     precision.apply(policy)
     strategy = devices.strategy(conf.trainer)
     keras.utils.set_random_seed(conf.seed)
-    tf.config.experimental.enable_op_determinism()
+    if tf is not None:  # JAX's CPU ops are deterministic as they are
+        tf.config.experimental.enable_op_determinism()
     with strategy.scope():  # the model's variables live on every replica
         model = build(
             conf.model,

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.training.backend import keras, tf
+from pipeline.training import backend
+from pipeline.training.backend import keras
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,7 @@ def _ident(key: dict, input_shape: tuple[int, ...], batch_size: int) -> str:
     text = json.dumps(
         {
             "cpu": _cpu_name(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
+            **backend.version(),
             "shape": list(input_shape),
             "batch": batch_size,
             **key,

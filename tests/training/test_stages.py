@@ -157,5 +157,6 @@ def test_test_loss_is_computed_as_keras_computes_val_loss():
     model = build(*parts("optimizer.learning_rate=1e4"), (28, 28), 10)
     h = fit(TrainerConfig(epochs=2, batch_size=16, verbose=0), model, splits)
     m = evaluate(model, splits.test, tuple("abcdefghij"))
-    assert h.metrics["val_loss"][-1] > 100  # far beyond what clipped probabilities can give
+    if keras.backend.backend() == "tensorflow":  # (Keras on JAX clips as scikit-learn does)
+        assert h.metrics["val_loss"][-1] > 100  # far beyond what clipped probabilities give
     assert m.loss == pytest.approx(h.metrics["val_loss"][-1], rel=1e-5)
