@@ -4,6 +4,7 @@
     python benchmarks/seed_runs.py                 # 3 repeats of everything, about 25 minutes here
     python benchmarks/seed_runs.py --only quick_look --no-study
     python benchmarks/seed_runs.py --study-only
+    python benchmarks/seed_runs.py --study-only --backend jax   # the pipeline on JAX
     python benchmarks/seed_runs.py --smoke         # 1 epoch, 2000 images: keeps the script
                                                    # working; its figures mean nothing
 
@@ -144,11 +145,16 @@ def _figure_seconds(folder: Path) -> dict[str, float]:
     return {f"figure_{k}": v for k, v in json.loads(path.read_text()).items()}
 
 
+# The pipeline's engine, when --backend names one (the config's default otherwise).
+ENGINE: list[str] = []
+
+
 def pipeline(
     preset: str, work: Path, tag: str, smoke: bool, tracking: bool, epochs: int | None
 ) -> dict:
     out = work / tag
     cmd = [sys.executable, "-m", "pipeline", f"experiment={preset}", f"hydra.run.dir={out}"]
+    cmd += ENGINE
     if smoke:
         cmd += [f"dataset.limit={SMOKE['limit']}"]
     if _epochs(epochs, smoke):
@@ -173,7 +179,7 @@ def pipeline(
 def study(work: Path, tag: str, smoke: bool, parallel: bool) -> dict:
     """The 2x2x5-seed study at 5 epochs, one job at a time or with its parallel launcher."""
     sweep = work / tag
-    cmd = [sys.executable, "-m", "pipeline", "-m", *STUDY, f"hydra.sweep.dir={sweep}"]
+    cmd = [sys.executable, "-m", "pipeline", "-m", *STUDY, f"hydra.sweep.dir={sweep}", *ENGINE]
     if smoke:
         cmd += STUDY_SMOKE
     if not parallel:
@@ -207,11 +213,21 @@ def main() -> int:
         "--study-only", action="store_true", help="only the 20-job study (no experiments)"
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "seed_runs.json")
+    parser.add_argument(
+        "--backend", choices=("tensorflow", "jax"), help="the pipeline's trainer.backend"
+    )
     args = parser.parse_args()
+    if args.backend:
+        ENGINE.append(f"trainer.backend={args.backend}")
     if "PIPELINE_DATA_DIR" not in os.environ:
         sys.exit("set PIPELINE_DATA_DIR to the folder holding mnist/ and fashion-mnist/")
     repeats = 1 if args.smoke else args.repeats
-    results: dict = {"smoke": args.smoke, "repeats": repeats, "experiments": {}}
+    results: dict = {
+        "smoke": args.smoke,
+        "repeats": repeats,
+        "backend": args.backend or "default",
+        "experiments": {},
+    }
     # What importing MLflow (the pipeline's tracking module) adds once TensorFlow is loaded.
     results["import_mlflow_seconds"] = statistics.median(
         float(
@@ -366,7 +382,42 @@ def table(results: dict) -> str:
             f"parallel wall / one-at-a-time fits: {st['parallel_ratio']:.3f} "
             f"(minimums: {st['parallel_ratio_min']:.3f})"
         )
+    lines += targets(results)
     return "\n".join(lines)
+
+
+# Each target: what it bounds, its limit, and where the measurement is in the results.
+TARGETS = (
+    (
+        "study's fixed cost, wall - fits, one at a time (s)",
+        10.0,
+        ("study", "one_at_a_time", "overhead_seconds"),
+    ),
+    ("study's peak memory, one at a time (MB)", 1800.0, ("study", "one_at_a_time", "peak_rss_mb")),
+    (
+        "a single run's peak memory, trainer and recorder (MB)",
+        1400.0,
+        ("single", "pipeline", "peak_rss_mb"),
+    ),
+)
+
+
+def targets(results: dict) -> list[str]:
+    """Each target whose measurement this run made, against its median: met or missed."""
+    single = [
+        e["stats"]["pipeline"]["peak_rss_mb"]["median"] for e in results["experiments"].values()
+    ]
+    found = {"single": {"pipeline": {"peak_rss_mb": {"median": max(single)}}}} if single else {}
+    if "study" in results:
+        found["study"] = results["study"]["stats"]
+    lines = []
+    for what, limit, (part, kind, key) in TARGETS:
+        if part not in found:
+            continue
+        value = found[part][kind][key]["median"]
+        verdict = "met" if value <= limit else "missed"
+        lines.append(f"target: {what} at most {limit:g}: {value:.1f} ({verdict})")
+    return ["", *lines] if lines else []
 
 
 if __name__ == "__main__":

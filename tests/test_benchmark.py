@@ -66,6 +66,10 @@ def test_smoke_benchmark_writes_its_table_and_json(real_data, tmp_path):
         assert sample["process_seconds"] > sample["sum_fit_seconds"] > 0
     assert study["parallel_ratio"] > 0
     assert "parallel wall / one-at-a-time fits" in proc.stdout
+    # Each target is printed against its measurement.
+    for what in ("study's fixed cost", "study's peak memory", "a single run's peak memory"):
+        (line,) = [x for x in lines if x.startswith(f"target: {what}")]
+        assert line.endswith(("(met)", "(missed)")), line
 
 
 def test_smoke_gil_benchmark_times_fit_alone_and_beside_python(real_data, tmp_path):

@@ -36,6 +36,13 @@ with stderr_silenced():
     tf = None
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
+    else:
+        # Where TensorFlow is installed Keras imports it on any engine, only to seed it
+        # (`set_random_seed`) and to look for tf.data: 530 MB and 2 s this process never
+        # uses. Keras asks its lazy module whether TensorFlow is available; here it is not.
+        from keras.src.utils import module_utils
+
+        module_utils.tensorflow._available = False
 
 
 def version() -> dict[str, str]:

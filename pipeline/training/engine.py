@@ -28,8 +28,7 @@ def select(cfg: TrainerConfig) -> None:
         if running != cfg.backend:
             raise ConfigError(
                 f"trainer.backend={cfg.backend}: this process already runs Keras on {running}, "
-                "which cannot change inside a process; sweep trainer.backend with "
-                "hydra/launcher=joblib (a process per job), or run each backend on its own"
+                "which cannot change inside a process: run each engine in a command of its own"
             )
         return
     if importlib.util.find_spec(cfg.backend) is None:
