@@ -92,3 +92,27 @@ def test_the_in_process_tests_pass_on_jax(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-4000:]
     assert " passed" in out.stdout and "skipped" not in out.stdout.splitlines()[-1]
+
+
+def test_a_jax_process_never_imports_tensorflow():
+    """Keras imports TensorFlow, where it is installed, to seed it; on JAX the pipeline keeps
+    it out (half a gigabyte the process would hold for nothing)."""
+    code = (
+        "import sys, numpy as np\n"
+        "from pipeline.training.backend import keras, tf\n"
+        "keras.utils.set_random_seed(1)\n"
+        "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation='softmax')])\n"
+        "m.compile('sgd', 'sparse_categorical_crossentropy')\n"
+        "m.fit(np.ones((8, 4)), np.zeros(8), epochs=1, verbose=0)\n"
+        "print(keras.backend.backend(), tf is None, 'tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["jax", "True", "False"]
