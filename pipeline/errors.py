@@ -9,6 +9,11 @@ class ConfigError(PipelineError, ValueError):
     """A config value is missing, of the wrong type or out of range."""
 
 
+class SearchError(ConfigError):
+    """A search (the `optuna` sweeper) that cannot start or go on: one line. It lives here, not
+    in the sweeper's package, which Hydra's plugin scan loads a second time."""
+
+
 class DataError(PipelineError):
     """A data file is missing, unreadable or not what the config says."""
 

@@ -284,3 +284,89 @@ def test_bad_storage_and_settings_are_one_line(tiny_data, isolated_tracking, tmp
         assert lines[-1].startswith("error: ") and expected in lines[-1], (override, err)
     # The existing study is as it was.
     assert [t.value for t in load_study(f"journal:{journal}").trials] == [0.5]
+
+
+def test_a_multi_objective_search_records_its_pareto_front(tiny_data, isolated_tracking, tmp_path):
+    """Accuracy against the model's size: the parent holds the front, each point a trial whose
+    run has those values, none dominated by another trial, and Optuna's figures of the study."""
+    code = run_main(
+        search_args(
+            tiny_data,
+            tmp_path / "search",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.direction=[maximize,minimize]",
+            "hydra.sweeper.objectives=[val_accuracy,num_params]",
+        )
+    )
+    assert code == 0
+    parent, trials = sweep_runs(isolated_tracking)
+    assert len(trials) == 4 and all(t.info.status == "FINISHED" for t in trials)
+    result = OmegaConf.load(tmp_path / "search" / "optimization_results.yaml")
+    by_number = {int(t.data.params["search.trial_number"]): t for t in trials}
+    points = {
+        n: (t.data.metrics["val_accuracy"], int(t.data.params["num_params"]))
+        for n, t in by_number.items()
+    }
+    front = {p.trial for p in result.pareto_front}
+    assert front and parent.data.metrics["pareto_front_size"] == len(front)
+
+    def dominated(a, b):  # b at least as good in both, better in one
+        return b[0] >= a[0] and b[1] <= a[1] and b != a
+
+    for number, point in points.items():
+        beaten = any(dominated(point, other) for other in points.values())
+        assert (number in front) == (not beaten), (number, points)
+    for p in result.pareto_front:
+        assert p["values"]["val_accuracy"] == pytest.approx(points[p.trial][0])
+        assert p["values"]["num_params"] == points[p.trial][1]
+    assert parent.data.tags["objectives"] == "maximize val_accuracy, minimize num_params"
+    assert f"trial {min(front)}:" in parent.data.tags["pareto_front"]
+    client = MlflowClient(isolated_tracking)
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
+    assert "search/pareto_front.png" in figures
+    assert {"search/history_val_accuracy.png", "search/history_num_params.png"} <= figures
+
+
+def test_the_grid_sampler_runs_each_point_once(tiny_data, isolated_tracking, tmp_path):
+    code = run_main(
+        search_args(
+            tiny_data,
+            tmp_path / "search",
+            "model=linear",
+            "hydra.sweeper.sampler=grid",
+            "hydra.sweeper.n_trials=10",  # capped at the grid's 4 points
+            "optimizer.learning_rate=choice(0.01,0.1)",
+            "trainer.batch_size=range(32,97,64)",  # 32, 96: Hydra's range, stop excluded
+        )
+    )
+    assert code == 0
+    _, trials = sweep_runs(isolated_tracking)
+    got = sorted(
+        (float(t.data.params["optimizer.learning_rate"]), int(t.data.params["trainer.batch_size"]))
+        for t in trials
+    )
+    assert got == [(0.01, 32), (0.01, 96), (0.1, 32), (0.1, 96)]
+
+
+def test_a_fixed_value_wins_and_a_failed_trials_error_is_in_the_summary(
+    tiny_data, isolated_tracking, tmp_path
+):
+    """`optimizer.learning_rate=1e9` on the command line is fixed (the space's rate leaves the
+    search) and every trial diverges: each trial's error is on the parent and in the result."""
+    code = run_main(
+        search_args(
+            tiny_data,
+            tmp_path / "search",
+            "hydra.sweeper.n_trials=2",
+            "optimizer.learning_rate=1e9",
+        )
+    )
+    assert code == 0
+    parent, trials = sweep_runs(isolated_tracking)
+    assert [t.data.params["optimizer.learning_rate"] for t in trials] == ["1000000000.0"] * 2
+    assert all(t.info.status == "FAILED" and "diverged" in t.data.tags["error"] for t in trials)
+    result = OmegaConf.load(tmp_path / "search" / "optimization_results.yaml")
+    assert result.fail == 2 and set(result.failed_trials) == {0, 1}
+    assert all("diverged" in e for e in result.failed_trials.values())
+    assert "diverged" in parent.data.tags["failed_trial_0"]
+    assert parent.data.metrics["trials_fail"] == 2

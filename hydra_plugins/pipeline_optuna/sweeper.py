@@ -7,8 +7,9 @@ launchers all run them.
     python -m pipeline hparams_search=optuna [hydra.sweeper.storage=sqlite:////abs/optuna.db]
 
 Each process asks the study for `n_jobs` trials at a time, launches them as one batch, and tells
-the study how each ended: its objective (the job's return value), pruned, or failed. It runs
-`n_trials` trials; other processes on the same study add theirs.
+the study how each ended: its objectives (the job's return value), pruned, or failed. It runs
+`n_trials` trials; other processes on the same study add theirs. The space is parsed in
+`space`; the sampler, pruner and storage are made in `samplers`; the figures in `plots`.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugin modules without registering them
@@ -20,42 +21,56 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from pipeline.errors import ConfigError
+from hydra_plugins.pipeline_optuna import plots, space
+from hydra_plugins.pipeline_optuna.samplers import (
+    SAMPLERS,
+    deferred,
+    grid_size,
+    is_grid,
+    make_pruner,
+    make_storage,
+    spec,
+)
+from hydra_plugins.pipeline_optuna.space import SearchError
+
+__all__ = ["IN_MEMORY", "OptunaSweeper", "SearchError", "make_pruner", "make_storage"]
 
 log = logging.getLogger(__name__)
 
-PRUNERS = ("median", "hyperband", "none")
-SAMPLERS = ("tpe", "random")
-JOURNAL_PREFIX = "journal:"
 RESULT_FILE = "optimization_results.yaml"
+# What a search can optimise: the job's final metrics on the training and validation data,
+# its fit time and its model's size (the test set stays out of the choice).
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss", "fit_seconds", "num_params")
 # Studies of this process by name, for jobs run in this process when the study is in memory.
 IN_MEMORY: dict[str, Any] = {}
-
-
-class SearchError(ConfigError):
-    """A search that cannot start or go on: the message is the one line the user sees."""
 
 
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.pipeline_optuna.sweeper.OptunaSweeper"
-    direction: str = "maximize"
+    # The sampler's and pruner's `_target_` mappings reach the sweeper as config, made by it
+    # (with the seed it derives), not by Hydra.
+    _recursive_: bool = False
+    # maximize or minimize, or a list of them, one per objective
+    direction: Any = "maximize"
+    # the metrics the directions apply to (see OBJECTIVES); null: [val_accuracy]
+    objectives: Any = None
     study_name: Optional[str] = None  # noqa: UP045 (evaluated by OmegaConf)
     # null: in memory; sqlite:////abs/optuna.db, postgresql+psycopg2://...; journal:/path/file
     storage: Optional[str] = None  # noqa: UP045
     n_trials: int = 20  # trials this process runs (other processes on the study add theirs)
     n_jobs: int = 1  # trials asked for at once, and launched together
     max_failure_rate: float = 1.0
-    sampler: str = "tpe"
+    # a short name (samplers.SAMPLERS) or {_target_: optuna.samplers.X, its options}
+    sampler: Any = "tpe"
     seed: Optional[int] = None  # noqa: UP045
-    pruner: str = "median"  # median, hyperband, none
+    # a short name (samplers.PRUNERS) or {_target_: optuna.pruners.X, its options}
+    pruner: Any = "median"
     # The median pruner compares from this epoch on, once this many trials have finished.
     pruner_warmup_epochs: int = 1
     pruner_startup_trials: int = 3
@@ -67,79 +82,16 @@ class OptunaSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf)
 
 
-def make_storage(storage: str | None):
-    """Optuna's storage for the configured string (None: in memory)."""
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if storage is None:
-        return None
-    if storage.startswith(JOURNAL_PREFIX):
-        path = Path(storage.removeprefix(JOURNAL_PREFIX)).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a"):
-                pass
-        except OSError as exc:
-            raise SearchError(
-                f"hydra.sweeper.storage={storage}: the journal file cannot be written "
-                f"({exc.strerror or exc})"
-            ) from exc
-        return JournalStorage(JournalFileBackend(str(path)))
-    try:
-        return RDBStorage(storage, engine_kwargs=_engine_kwargs(storage))
-    except Exception as exc:  # SQLAlchemy's and the drivers' errors are many
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SearchError(f"hydra.sweeper.storage={storage} does not answer: {first}") from exc
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def make_pruner(name: str, warmup_epochs: int, startup_trials: int):
-    """The study's pruner; a job that loads the study from its storage builds the same one."""
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs
-        )
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    return optuna.pruners.NopPruner()
-
-
-def _engine_kwargs(storage: str) -> dict:
-    if storage.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}  # processes sharing one file take turns
-    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-
-
-def distribution(override: Override):
-    """Optuna's distribution for one search-space entry (`choice`, `range`, `interval`, with
-    `tag(log, ...)` for a log scale)."""
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    value = override.value()
-    log_scale = "log" in getattr(value, "tags", set())
-    if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution([v for v in value.list])
-    if isinstance(value, RangeSweep):
-        return IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step or 1))
-    if isinstance(value, IntervalSweep):
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise SearchError(f"{override.input_line}: the search space takes choice, range or interval")
+def _plain(value: Any) -> Any:
+    """An OmegaConf node as plain Python (a short name stays a string)."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **conf: Any) -> None:
-        self.conf = OptunaSweeperConf(**conf)
+        self.conf = OptunaSweeperConf(**{k: _plain(v) for k, v in conf.items()})
         self.config: DictConfig | None = None
         self.launcher = None
         self.job_idx = 0
@@ -154,64 +106,70 @@ class OptunaSweeper(Sweeper):
 
     # --- the study ------------------------------------------------------------------------
 
+    @property
+    def directions(self) -> list[str]:
+        d = self.conf.direction
+        return [str(x) for x in d] if isinstance(d, list | tuple) else [str(d)]
+
+    @property
+    def objectives(self) -> list[str]:
+        names = self.conf.objectives
+        if names is None:
+            return ["val_accuracy"]
+        return [str(x) for x in names] if isinstance(names, list | tuple) else [str(names)]
+
     def _check(self) -> None:
         c = self.conf
         if c.n_trials < 1:
             raise SearchError(f"hydra.sweeper.n_trials={c.n_trials} is invalid: expected >= 1")
         if c.n_jobs < 1:
             raise SearchError(f"hydra.sweeper.n_jobs={c.n_jobs} is invalid: expected >= 1")
-        if c.direction not in ("maximize", "minimize"):
+        for d in self.directions:
+            if d not in ("maximize", "minimize"):
+                raise SearchError(f"hydra.sweeper.direction={d}: expected maximize or minimize")
+        for name in self.objectives:
+            if name not in OBJECTIVES:
+                raise SearchError(
+                    f"hydra.sweeper.objectives: {name} is not one a search takes "
+                    f"({', '.join(OBJECTIVES)}; the test set stays out of the choice)"
+                )
+        if len(self.directions) != len(self.objectives):
             raise SearchError(
-                f"hydra.sweeper.direction={c.direction}: expected maximize or minimize"
+                f"hydra.sweeper.direction has {len(self.directions)} entries and "
+                f"hydra.sweeper.objectives {len(self.objectives)}: one direction per objective"
             )
-        if c.pruner not in PRUNERS:
-            raise SearchError(f"hydra.sweeper.pruner={c.pruner}: expected one of {PRUNERS}")
-        if c.sampler not in SAMPLERS:
-            raise SearchError(f"hydra.sweeper.sampler={c.sampler}: expected one of {SAMPLERS}")
+        spec(c.sampler, "sampler", SAMPLERS)
+        if len(self.objectives) == 1:
+            make_pruner(c.pruner, c.pruner_warmup_epochs, c.pruner_startup_trials)
 
-    def _pruner(self):
-        c = self.conf
-        return make_pruner(c.pruner, c.pruner_warmup_epochs, c.pruner_startup_trials)
-
-    def _sampler(self):
-        import optuna
-
-        # A shared study's processes would propose the same trials from the same seed: there
-        # each process draws its own.
-        seed = self.conf.seed if self.conf.storage is None else None
-        if self.conf.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed)
+    def _pruner_spec(self) -> Any:
+        """The pruner as the jobs are told it: none for a multi-objective study, which Optuna
+        does not prune."""
+        return self.conf.pruner if len(self.objectives) == 1 else "none"
 
     def _space(self, arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
-        """The search space (params and sweep overrides) and the fixed overrides."""
-        parser = OverridesParser.create()
+        """The search space (params, the model's own, and sweep overrides) and the fixed
+        overrides."""
         model = OmegaConf.select(self.config, "model.name") if self.config is not None else None
         own = (self.conf.model_params or {}).get(model) or {}
         entries = [f"{k}={v}" for k, v in {**(self.conf.params or {}), **own}.items()]
-        space: dict[str, Any] = {}
-        for override in parser.parse_overrides(entries):
-            space[override.get_key_element()] = distribution(override)
-        fixed: list[str] = []
-        for override in parser.parse_overrides(arguments):
-            if override.is_sweep_override():
-                space[override.get_key_element()] = distribution(override)
-            else:
-                fixed.append(override.input_line)
-        return space, fixed
+        return space.parse(entries, arguments, self.conf.seed)
 
-    def _study(self, space: dict[str, Any]):
+    def _study(self, searched: dict[str, Any]):
         import optuna
 
         storage = make_storage(self.conf.storage)
         name = self.conf.study_name
+        c = self.conf
         try:
             study = optuna.create_study(
                 study_name=name,
                 storage=storage,
-                direction=self.conf.direction,
-                sampler=self._sampler(),
-                pruner=self._pruner(),
+                directions=self.directions,
+                sampler=deferred(c.sampler, c.seed, searched),
+                pruner=make_pruner(
+                    self._pruner_spec(), c.pruner_warmup_epochs, c.pruner_startup_trials
+                ),
                 load_if_exists=storage is not None,
             )
         except SearchError:
@@ -221,24 +179,24 @@ class OptunaSweeper(Sweeper):
             raise SearchError(
                 f"hydra.sweeper.storage={self.conf.storage} does not answer: {first}"
             ) from exc
-        if study.direction.name.lower() != self.conf.direction:
+        found = [d.name.lower() for d in study.directions]
+        if found != self.directions:
             raise SearchError(
-                f"study {name!r} in {self.conf.storage} maximises or minimises otherwise "
-                f"({study.direction.name.lower()}); Optuna cannot change a study's direction: "
-                "choose another hydra.sweeper.study_name"
+                f"study {name!r} in {self.conf.storage} was made to {', '.join(found)}; Optuna "
+                "cannot change a study's directions: choose another hydra.sweeper.study_name"
             )
-        self._check_space(study, space)
+        self._check_space(study, searched)
         if storage is None:
             IN_MEMORY[study.study_name] = study
         return study
 
-    def _check_space(self, study, space: dict[str, Any]) -> None:
+    def _check_space(self, study, searched: dict[str, Any]) -> None:
         """An existing study searched another space: its trials would not compare."""
         for trial in study.get_trials(deepcopy=False):
             if not trial.distributions:
                 continue
-            if set(trial.distributions) != set(space) or any(
-                trial.distributions[k] != space[k] for k in space
+            if set(trial.distributions) != set(searched) or any(
+                trial.distributions[k] != searched[k] for k in searched
             ):
                 raise SearchError(
                     f"study {study.study_name!r} in {self.conf.storage} searched another space "
@@ -247,6 +205,12 @@ class OptunaSweeper(Sweeper):
                 )
             return
 
+    def _ask(self, study, searched: dict[str, Any]):
+        """A new trial with the space's parameters drawn."""
+        trial = study.ask()
+        space.suggest(trial, searched)
+        return trial
+
     # --- the search ---------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
@@ -254,36 +218,29 @@ class OptunaSweeper(Sweeper):
 
         assert self.config is not None and self.launcher is not None
         self._check()
-        space, fixed = self._space(arguments)
-        study = self._study(space)
+        searched, fixed = self._space(arguments)
+        n_trials = self.conf.n_trials
+        if is_grid(self.conf.sampler):  # every point once, and no more
+            n_trials = min(n_trials, grid_size(searched))
+        study = self._study(searched)
         storage = self.conf.storage
-        before = len(study.trials)
         log.info(
-            "Optuna %s study %r (%s): %d trials there already; this process runs %d, %d at a time",
+            "Optuna %s study %r (%s, %s): %d trials there already; this process runs %d, "
+            "%d at a time",
             optuna.__version__,
             study.study_name,
             storage or "in memory",
-            before,
-            self.conf.n_trials,
+            spec(self.conf.sampler, "sampler", SAMPLERS)[0].rsplit(".", 1)[-1],
+            len(study.trials),
+            n_trials,
             self.conf.n_jobs,
         )
-        done = failures = 0
-        while done < self.conf.n_trials:
-            batch = min(self.conf.n_jobs, self.conf.n_trials - done)
-            trials = [study.ask(space) for _ in range(batch)]
-            overrides = []
-            for trial in trials:
-                chosen = [f"{k}={_value(v)}" for k, v in trial.params.items()]
-                where = [
-                    f"search.study={study.study_name}",
-                    f"search.storage='{storage}'" if storage else "search.storage=null",
-                    f"search.trial_id={trial._trial_id}",
-                    f"search.trial_number={trial.number}",
-                    f"search.pruner={self.conf.pruner}",
-                    f"search.pruner_warmup_epochs={self.conf.pruner_warmup_epochs}",
-                    f"search.pruner_startup_trials={self.conf.pruner_startup_trials}",
-                ]
-                overrides.append(tuple(fixed + chosen + where))
+        failed: dict[int, str] = {}
+        done = 0
+        while done < n_trials:
+            batch = min(self.conf.n_jobs, n_trials - done)
+            trials = [self._ask(study, searched) for _ in range(batch)]
+            overrides = [tuple(fixed + self._trial_overrides(study, t)) for t in trials]
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:  # Ctrl-C, SIGTERM: the study keeps no trial RUNNING forever
@@ -292,59 +249,124 @@ class OptunaSweeper(Sweeper):
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns, strict=True):
-                state, value = _outcome(ret)
-                if state == "complete":
-                    study.tell(trial, value)
-                elif state == "pruned":
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                else:
-                    failures += 1
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    log.warning("trial %d failed: %s", trial.number, value)
+                error = self._tell(study, trial, ret)
+                if error is not None:
+                    failed[trial.number] = error
+                    log.warning("trial %d failed: %s", trial.number, error)
             done += batch
-            if failures / done > self.conf.max_failure_rate:
+            if len(failed) / done > self.conf.max_failure_rate:
                 raise SearchError(
-                    f"{failures} of {done} trials failed, more than "
+                    f"{len(failed)} of {done} trials failed, more than "
                     f"hydra.sweeper.max_failure_rate={self.conf.max_failure_rate}"
                 )
-        self._write_result(study)
+        self._write_result(study, failed)
 
-    def _write_result(self, study) -> None:
-        """The study's best trial (of every process on it), for the parent run."""
+    def _trial_overrides(self, study, trial) -> list[str]:
+        """What a trial's job is told: its parameters and where its trial lives."""
+        c, storage = self.conf, self.conf.storage
+        pruner = self._pruner_spec()
+        return [
+            *(f"{k}={_value(v)}" for k, v in trial.params.items()),
+            f"search.study={study.study_name}",
+            f"search.storage='{storage}'" if storage else "search.storage=null",
+            f"search.trial_id={trial._trial_id}",
+            f"search.trial_number={trial.number}",
+            f"search.pruner={_override_value(pruner)}",
+            f"search.pruner_warmup_epochs={c.pruner_warmup_epochs}",
+            f"search.pruner_startup_trials={c.pruner_startup_trials}",
+            f"search.objectives=[{','.join(self.objectives)}]",
+        ]
+
+    def _tell(self, study, trial, ret) -> str | None:
+        """Tell the study how the trial's job ended; its error when it failed."""
+        import optuna
+
+        state, value = _outcome(ret, len(self.objectives))
+        if state == "complete":
+            try:
+                study.tell(trial, value)
+            except RuntimeError as exc:  # the grid sampler's last point stops the study
+                if "Study.stop" not in str(exc):
+                    raise
+            return None
+        if state == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return None
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return str(value)
+
+    def _write_result(self, study, failed: dict[int, str]) -> None:
+        """The study's best trial, or its Pareto front for several objectives (of every process
+        on it), the trials' counts by state, this process's failed trials with their errors,
+        and the study's figures, for the parent run."""
         from optuna.trial import TrialState
 
-        finished = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        trials = study.get_trials(deepcopy=False)
         counts = {
-            state.name.lower(): sum(t.state == state for t in study.get_trials(deepcopy=False))
+            state.name.lower(): sum(t.state == state for t in trials)
             for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         }
-        result: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, **counts}
-        if finished:
-            best = study.best_trial
-            result |= {
-                "best_params": dict(best.params),
-                "best_value": float(best.value),
-                "best_trial": best.number,
-            }
+        result: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "objectives": self.objectives,
+            "directions": self.directions,
+            **counts,
+            "failed_trials": {int(k): v for k, v in failed.items()},
+        }
+        if counts["complete"]:
+            result |= _best(study, self.objectives)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        result["plots"] = plots.draw(study, self.objectives, sweep_dir / "search")
         OmegaConf.save(OmegaConf.create(result), sweep_dir / RESULT_FILE)
+
+
+def _best(study, objectives: list[str]) -> dict[str, Any]:
+    """The best trial of a one-objective study; the Pareto front of a multi-objective one."""
+    if len(objectives) == 1:
+        best = study.best_trial
+        return {
+            "best_params": dict(best.params),
+            "best_value": float(best.value),
+            "best_trial": best.number,
+        }
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    return {
+        "pareto_front": [
+            {
+                "trial": t.number,
+                "params": dict(t.params),
+                "values": dict(zip(objectives, map(float, t.values), strict=True)),
+            }
+            for t in front
+        ]
+    }
 
 
 def _value(v: Any) -> str:
     return repr(v) if isinstance(v, float) and math.isfinite(v) else str(v)
 
 
-def _outcome(ret) -> tuple[str, Any]:
-    """How a job ended: ("complete", objective), ("pruned", epoch) or ("failed", error)."""
+def _override_value(value: Any) -> str:
+    """A short name as it is; a `_target_` mapping as a quoted JSON string for the job."""
+    import json
+
+    return value if isinstance(value, str) else "'" + json.dumps(value) + "'"
+
+
+def _outcome(ret, count: int = 1) -> tuple[str, Any]:
+    """How a job ended: ("complete", objective or objectives), ("pruned", epoch) or ("failed",
+    error)."""
     from hydra.core.utils import JobStatus
     from optuna import TrialPruned
 
     if ret.status == JobStatus.COMPLETED:
         value = ret.return_value
-        if value is None or not math.isfinite(float(value)):
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        if len(values) != count or any(v is None or not math.isfinite(float(v)) for v in values):
             return "failed", f"objective {value!r}"
-        return "complete", float(value)
+        return "complete", float(values[0]) if count == 1 else [float(v) for v in values]
     error = ret._return_value
     if isinstance(error, TrialPruned):
         return "pruned", str(error)

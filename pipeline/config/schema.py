@@ -395,9 +395,11 @@ class SearchConfig:
     storage: str | None = None  # null: the study is in the memory of the sweeping process
     trial_id: int | None = None
     trial_number: int | None = None
-    pruner: str = "none"
+    pruner: str = "none"  # a short name, or a `_target_` mapping as JSON
     pruner_warmup_epochs: int = 1
     pruner_startup_trials: int = 3
+    # What the job returns to the search, in order: its final val_accuracy by default.
+    objectives: list[str] = field(default_factory=lambda: ["val_accuracy"])
 
 
 @dataclass

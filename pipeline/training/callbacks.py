@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from pipeline.tracking.client import RecorderClient
@@ -56,7 +57,9 @@ class ReportToTrial(keras.callbacks.Callback):
                 study_name=search.study,
                 storage=make_storage(search.storage),
                 pruner=make_pruner(
-                    search.pruner, search.pruner_warmup_epochs, search.pruner_startup_trials
+                    json.loads(search.pruner) if search.pruner.startswith("{") else search.pruner,
+                    search.pruner_warmup_epochs,
+                    search.pruner_startup_trials,
                 ),
             )
         self.trial = optuna.trial.Trial(study, search.trial_id) if study is not None else None
