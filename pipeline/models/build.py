@@ -172,14 +172,18 @@ def named_weights(model: keras.Model) -> dict[str, np.ndarray]:
 def save_for_clients(model: keras.Model, path: Path) -> None:
     """Save `model` as a .keras file for the clients of the logged model: as trained, except
     that it runs one step per call into the graph (`steps_per_execution` is for training; a
-    client's `predict` with the trained value draws a progress bar as long as that value)."""
+    client's `predict` with the trained value draws a progress bar as long as that value) and
+    leaves XLA to the client's engine (`jit_compile="auto"`: JAX saves True, which Keras on
+    TensorFlow warns of and turns off for these models)."""
     model.save(path)
     with zipfile.ZipFile(path) as archive:
         files = [(info, archive.read(info)) for info in archive.infolist()]
     config = json.loads(dict((i.filename, d) for i, d in files)["config.json"])
-    if (config.get("compile_config") or {}).get("steps_per_execution", 1) == 1:
+    compiled = config.get("compile_config") or {}
+    for_clients = {"steps_per_execution": 1, "jit_compile": "auto"}
+    if not compiled or all(compiled.get(k, v) == v for k, v in for_clients.items()):
         return
-    config["compile_config"]["steps_per_execution"] = 1
+    config["compile_config"] |= for_clients
     with zipfile.ZipFile(path, "w") as archive:
         for info, data in files:  # each entry as Keras wrote it (stored, not compressed)
             archive.writestr(info, json.dumps(config) if info.filename == "config.json" else data)
