@@ -280,6 +280,12 @@ class TrainerConfig:
     backend: str = "tensorflow"
 
     def __post_init__(self) -> None:
+        self._check_engine()
+        self._check_loop()
+        self._check_placement()
+
+    def _check_engine(self) -> None:
+        """The precision and the engine, and what the engine can do."""
         _require(
             self.precision in PRECISIONS,
             "trainer.precision",
@@ -296,6 +302,9 @@ class TrainerConfig:
             f"the default strategy on one device with trainer.backend={self.backend} (the "
             "strategies are TensorFlow's tf.distribute)",
         )
+
+    def _check_loop(self) -> None:
+        """The training loop's numbers."""
         _require(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
         _require(self.batch_size >= 1, "trainer.batch_size", self.batch_size, "an integer >= 1")
         _require(
@@ -317,6 +326,9 @@ class TrainerConfig:
             self.intra_op_threads,
             "an integer >= 0 (0: one per core)",
         )
+
+    def _check_placement(self) -> None:
+        """The strategy and the devices it places the model on."""
         _require(
             self.strategy in STRATEGIES,
             "trainer.strategy",
