@@ -201,3 +201,40 @@ def test_hydra_hands_the_sampler_over_as_config_for_the_sweeper_to_make():
     assert sweeper.conf.sampler == {"_target_": "optuna.samplers.QMCSampler", "scramble": True}
     made = samplers.make_sampler(sweeper.conf.sampler, 3, {})
     assert isinstance(made, optuna.samplers.QMCSampler) and made._scramble is True
+
+
+def test_a_signal_while_a_trial_is_asked_leaves_it_failed_not_running(tmp_path, monkeypatch):
+    """SIGTERM between asking the study for a trial and launching it (the moment after a job
+    ends): the trial is told FAIL, so a resumed study does not wait on it."""
+    import os
+    import signal
+
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.pipeline_optuna import sweeper as module
+    from pipeline.tracking import interrupts
+
+    suggest = module.space.suggest
+
+    def suggest_then_signal(trial, searched):
+        suggest(trial, searched)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    class NeverLaunched:
+        def launch(self, overrides, initial_job_idx):
+            raise AssertionError("the trial was launched after the signal")
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep = OptunaSweeper(storage=storage, study_name="s", params={"x": "interval(0.0,1.0)"})
+    sweep.config, sweep.launcher = OmegaConf.create({}), NeverLaunched()
+    monkeypatch.setattr(module.space, "suggest", suggest_then_signal)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt, match="signal 15"):
+            sweep.sweep([])
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states == [optuna.trial.TrialState.FAIL]

@@ -37,6 +37,7 @@ from hydra_plugins.pipeline_optuna.samplers import (
     spec,
 )
 from hydra_plugins.pipeline_optuna.space import SearchError
+from pipeline.tracking.interrupts import held
 
 __all__ = ["IN_MEMORY", "OptunaSweeper", "SearchError", "make_pruner", "make_storage"]
 
@@ -239,20 +240,24 @@ class OptunaSweeper(Sweeper):
         done = 0
         while done < n_trials:
             batch = min(self.conf.n_jobs, n_trials - done)
-            trials = [self._ask(study, searched) for _ in range(batch)]
-            overrides = [tuple(fixed + self._trial_overrides(study, t)) for t in trials]
+            trials: list = []
             try:
+                with held():  # a trial asked is launched or told FAIL, never left RUNNING
+                    trials = [self._ask(study, searched) for _ in range(batch)]
+                    overrides = [tuple(fixed + self._trial_overrides(study, t)) for t in trials]
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:  # Ctrl-C, SIGTERM: the study keeps no trial RUNNING forever
-                for trial in trials:
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                with held():
+                    for trial in trials:
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
             self.job_idx += len(returns)
-            for trial, ret in zip(trials, returns, strict=True):
-                error = self._tell(study, trial, ret)
-                if error is not None:
-                    failed[trial.number] = error
-                    log.warning("trial %d failed: %s", trial.number, error)
+            with held():  # every trial of the batch told, or none
+                for trial, ret in zip(trials, returns, strict=True):
+                    error = self._tell(study, trial, ret)
+                    if error is not None:
+                        failed[trial.number] = error
+                        log.warning("trial %d failed: %s", trial.number, error)
             done += batch
             if len(failed) / done > self.conf.max_failure_rate:
                 raise SearchError(
