@@ -21,6 +21,8 @@ MODEL ?= models:/mnist-classifier@champion
 # The store `make run` records into, unless MLFLOW_TRACKING_URI says another.
 STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 PYTEST_ARGS ?=
+# Test processes side by side (pytest-xdist): one a core, at most 4 (each holds its own Keras).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 # The shared datasets beside the checkout, when present; otherwise the loader's own
 # search (PIPELINE_DATA_DIR, the cache, then the public mirrors).
@@ -53,10 +55,10 @@ lint: $(TEST_STAMP)
 
 # The fast tier is pytest's default selection (pyproject.toml): not `cli`, `slow` or `system`.
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-all: $(DEV_STAMP) lint
-	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Each server's port is checked first: a busy one is one `error:` line, and nothing starts.
 ui: $(RUN_STAMP)

@@ -338,6 +338,7 @@ def python_snippets() -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.cli
 def test_the_docs_python_snippets_run_from_another_folder(store, tmp_path):
     """Each snippet as a reader pastes it, in a folder of their own (where MLflow's default
     store would be a new, empty ./mlflow.db), `<run id>` being the champion's run."""
@@ -403,7 +404,7 @@ def test_bad_input_is_one_line_naming_it(store, drawn_files, capsys, tmp_path):
 
     other = keras.Sequential([keras.Input((32, 32)), keras.layers.Flatten(), keras.layers.Dense(3)])
     with mlflow.start_run() as run:
-        mlflow.keras.log_model(other, name="model")
+        mlflow.keras.log_model(other, name="model", pip_requirements=["keras"])
     capsys.readouterr()  # MLflow's own warning about the missing signature
     cases["takes inputs of shape (32, 32), not 28x28"] = [run.info.run_id, str(files[0])]
     for expected, args in cases.items():

@@ -19,7 +19,8 @@ def logged_run(model, val_accuracy, data="digestA", metric="val_accuracy"):
     tags = {"dataset": "mnist", "model": "linear", "config_key": "linear-sgd-mnist-1234abcd"}
     tags["selection_data"] = data
     with mlflow.start_run(run_name="r", tags=tags) as run:
-        mlflow.keras.log_model(model, name="model")
+        # Requirements given: inferring them loads the model in a subprocess (8 s a model).
+        mlflow.keras.log_model(model, name="model", pip_requirements=["keras"])
         mlflow.log_metrics({metric: val_accuracy, "test_accuracy": 0.5})
     metrics = {metric: val_accuracy, "test_accuracy": 0.5}
     return run.info.run_id, metrics, tags

@@ -98,6 +98,7 @@ def test_the_in_process_tests_pass_on_jax(tmp_path):
     assert " passed" in out.stdout and "skipped" not in out.stdout.splitlines()[-1]
 
 
+@pytest.mark.cli
 def test_a_jax_process_never_imports_tensorflow():
     """Keras imports TensorFlow, where it is installed, to seed it; on JAX the pipeline keeps
     it out (half a gigabyte the process would hold for nothing)."""
