@@ -73,3 +73,10 @@ class PortInUseError(PipelineError):
 
 class InputError(PipelineError, ValueError):
     """Arrays given to a model that are not images it takes: their shape, type or values."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what `exc` says (its `message` where it has one, as MLflow's errors
+    do), or "" if it says nothing: for one-line reports of errors from other libraries."""
+    text = (getattr(exc, "message", None) or str(exc)).strip()
+    return text.splitlines()[0] if text else ""

@@ -6,6 +6,8 @@ import logging
 import warnings
 from pathlib import Path
 
+from pipeline.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +47,7 @@ def draw(study, objectives: list[str], folder: Path) -> dict[str, str]:
             plt.close(fig)
             drawn[name] = str(path)
         except Exception as exc:  # a figure must not fail the search
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc) or type(exc).__name__
             log.info("search figure %s not drawn: %s", name, first)
             plt.close("all")
     return drawn

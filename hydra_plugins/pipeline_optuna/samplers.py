@@ -18,7 +18,7 @@ from typing import Any
 from hydra_plugins.pipeline_optuna.space import SearchError, grid
 from pipeline.config.naming import closest
 from pipeline.config.targets import check_keys, resolve
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line
 
 SAMPLERS = {
     "tpe": "optuna.samplers.TPESampler",
@@ -103,8 +103,7 @@ def build(value: Any, kind: str, names: Mapping[str, str], given: dict[str, Any]
 def make_sampler(value: Any, seed: int | None, space: dict[str, Any]):
     """The study's sampler, drawing from `seed`; the grid sampler's grid is the space's."""
     given: dict[str, Any] = {"seed": seed}
-    target, _ = spec(value, "sampler", SAMPLERS)
-    if target.rsplit(".", 1)[-1] == "GridSampler":
+    if is_grid(value):
         given["search_space"] = grid(space)
     return build(value, "sampler", SAMPLERS, given)
 
@@ -204,7 +203,7 @@ def make_storage(storage: str | None):
     try:
         return RDBStorage(storage, engine_kwargs=_engine_kwargs(storage))
     except Exception as exc:  # SQLAlchemy's and the drivers' errors are many
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         raise SearchError(f"hydra.sweeper.storage={storage} does not answer: {first}") from exc
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)

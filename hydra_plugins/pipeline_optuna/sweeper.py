@@ -37,6 +37,7 @@ from hydra_plugins.pipeline_optuna.samplers import (
     spec,
 )
 from hydra_plugins.pipeline_optuna.space import SearchError
+from pipeline.errors import first_line
 from pipeline.tracking.interrupts import held
 
 __all__ = ["IN_MEMORY", "OptunaSweeper", "SearchError", "make_pruner", "make_storage"]
@@ -176,7 +177,7 @@ class OptunaSweeper(Sweeper):
         except SearchError:
             raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc) or type(exc).__name__
             raise SearchError(
                 f"hydra.sweeper.storage={self.conf.storage} does not answer: {first}"
             ) from exc

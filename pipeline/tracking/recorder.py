@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pipeline.errors import first_line
 from pipeline.reporting.render import draw_report, draw_samples, warm_up
 from pipeline.tracking.keras_model import log_keras_file
 from pipeline.tracking.protocol import (
@@ -58,9 +59,7 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as Hydra'
 
 
 def _one_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(exc).__name__}: {first}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _log_input(dataset, context: str, tries: int = 3) -> None:

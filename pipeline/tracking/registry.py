@@ -15,6 +15,8 @@ import io
 import logging
 from collections.abc import Mapping
 
+from pipeline.errors import first_line
+
 log = logging.getLogger(__name__)
 
 ALIAS = "champion"
@@ -64,9 +66,7 @@ def register_run(
     try:
         message = register(run_id, dataset, metrics, tags, params)
     except Exception as exc:  # the run is recorded; only its registration failed
-        text = getattr(exc, "message", None) or str(exc)
-        first = text.strip().splitlines()[0] if text.strip() else ""
-        log.warning("registering %s failed: %s: %s", name, type(exc).__name__, first)
+        log.warning("registering %s failed: %s: %s", name, type(exc).__name__, first_line(exc))
         return None
     log.info("run %s: %s", name, message)  # the run first: the line may name another version
     return message

@@ -15,7 +15,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from pipeline.errors import ConfigError, PipelineError, SweepAborted, TrackingError
+from pipeline.errors import ConfigError, PipelineError, SweepAborted, TrackingError, first_line
 from pipeline.tracking import client
 
 if TYPE_CHECKING:  # tracking imports MLflow: not at start-up
@@ -188,7 +188,7 @@ class MlflowSweepCallback(Callback):
         except (PipelineError, HydraException) as exc:  # a mistake in a value or a folder
             raise SweepAborted(exc) from exc
         except Exception as exc:  # e.g. the store refused the parent run
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc)
             error = TrackingError(
                 f"the sweep's parent run could not be created in {self.uri or 'the store'}: "
                 f"{type(exc).__name__}: {first}"
