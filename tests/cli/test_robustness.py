@@ -580,6 +580,28 @@ def test_model_is_keras_format_and_loads_in_safe_mode(tiny_data, isolated_tracki
     json.loads((tmp_path / "job" / "metrics.json").read_text())
 
 
+def test_an_interruption_inside_a_finaliser_is_not_lost():
+    """Python ignores an exception raised in a finaliser or a garbage collector's callback
+    (JAX's, in a TensorFlow process where JAX is installed): the interruption comes again."""
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler raises here, inside the finaliser
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt, match="signal 15"):
+            Finalised()  # dropped at once: its finaliser runs here
+            time.sleep(5)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = hook
+
+
 def test_an_interruption_inside_a_record_write_waits_for_its_end():
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     interrupts.install()
